@@ -1,0 +1,22 @@
+# Every library comes from Debian (scripts/setup installs them).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3.0 REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(fmt REQUIRED)
+
+pkg_check_modules(LIBBPF REQUIRED IMPORTED_TARGET libbpf>=1.1)
+pkg_check_modules(LIBIDN2 REQUIRED IMPORTED_TARGET libidn2)
+pkg_check_modules(LIBPCAP REQUIRED IMPORTED_TARGET libpcap)
+pkg_check_modules(LIBMNL REQUIRED IMPORTED_TARGET libmnl)
+pkg_check_modules(LIBNFTNL REQUIRED IMPORTED_TARGET libnftnl)
+pkg_check_modules(LIBNFCT REQUIRED IMPORTED_TARGET libnetfilter_conntrack)
+
+if(PORTCULLIS_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(PORTCULLIS_BENCH)
+  find_package(benchmark REQUIRED)
+endif()

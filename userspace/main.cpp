@@ -1,0 +1,27 @@
+// portcullis: a packet-level egress firewall. One binary, one subcommand per job.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <map>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"portcullis: egress firewall by name and address, for every protocol"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
+
+  const std::map<std::string, portcullis::cli::Runner> runners = {
+      {"check", portcullis::cli::add_check_command(app)},
+      {"explain", portcullis::cli::add_explain_command(app)},
+  };
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  for (CLI::App* command : app.get_subcommands()) {
+    return runners.at(command->get_name())();
+  }
+  return 2;
+}
