@@ -135,14 +135,25 @@ Decision CompiledPolicy::evaluate(const FlowQuery& flow, Mode mode) const {
 
   std::vector<Match> matches;
   collect_matches(flow, decision.group, matches);
+  // DNS may go only to resolvers: on port 53 only dns rules can allow; deny rules still apply.
+  const bool dns_port = (flow.proto == L4Proto::tcp || flow.proto == L4Proto::udp) && flow.dport == kDnsPort;
+  bool allow_blocked_by_dns = false;
   const Match* deciding = nullptr;
   for (const Match& match : matches) {
-    decision.matched.push_back(&policy_.rules[match.rule]);
-    const bool deny = policy_.rules[match.rule].action == Action::deny;
-    if (deciding == nullptr || (deny && policy_.rules[deciding->rule].action == Action::allow)) deciding = &match;
+    const Rule& rule = policy_.rules[match.rule];
+    decision.matched.push_back(&rule);
+    if (rule.action == Action::allow && dns_port && rule.proto != RuleProto::dns) {
+      allow_blocked_by_dns = true;
+      continue;
+    }
+    if (deciding == nullptr || (rule.action == Action::deny && policy_.rules[deciding->rule].action == Action::allow)) {
+      deciding = &match;
+    }
   }
 
-  if (deciding == nullptr) {
+  if (deciding == nullptr && dns_port && (allow_blocked_by_dns || policy_.defaults.action == Action::allow)) {
+    decision.reason = DecisionReason::dns_not_resolver;
+  } else if (deciding == nullptr) {
     decision.verdict = policy_.defaults.action;
     decision.reason = DecisionReason::default_action;
   } else {
@@ -153,14 +164,6 @@ Decision CompiledPolicy::evaluate(const FlowQuery& flow, Mode mode) const {
     // SNI and Host are what the flow claims; other protocols match a name only through DNS bindings.
     decision.needs_dns_binding = deciding->via_name && (!proto_matches_shown_name(rule.proto) ||
                                                         policy_.defaults.sni_ip_binding == SniIpBinding::dns);
-  }
-
-  const bool dns_port = (flow.proto == L4Proto::tcp || flow.proto == L4Proto::udp) && flow.dport == kDnsPort;
-  if (decision.verdict == Action::allow && dns_port && (decision.rule == nullptr || decision.rule->proto != RuleProto::dns)) {
-    decision.verdict = Action::deny;
-    decision.reason = DecisionReason::dns_not_resolver;
-    decision.rule = nullptr;
-    decision.needs_dns_binding = false;
   }
   return decision;
 }

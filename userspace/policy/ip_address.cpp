@@ -67,10 +67,13 @@ std::string IpAddress::to_string() const {
 
 IpAddress mask_address(const IpAddress& address, uint8_t prefix_len) {
   IpAddress masked = address;
-  const size_t width = address.width_bits();
-  for (size_t bit = prefix_len; bit < width; ++bit) {
-    masked.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  const size_t width_bytes = address.width_bits() / 8;
+  size_t byte = prefix_len / 8;
+  if (byte >= width_bytes) return masked;
+  if (const unsigned partial = prefix_len % 8; partial != 0) {
+    masked.bytes[byte++] &= static_cast<uint8_t>(0xffu << (8 - partial));
   }
+  std::memset(masked.bytes.data() + byte, 0, width_bytes - byte);
   return masked;
 }
 

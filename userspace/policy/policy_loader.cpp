@@ -183,7 +183,7 @@ std::vector<YAML::Node> PolicyLoader::list(const YAML::Node& node, std::string_v
   } else if (node.IsSequence()) {
     for (const YAML::Node& item : node) items.push_back(item);
   } else if (!node.IsNull()) {
-    error(node, std::string(what) + " must be a list");
+    error(node, std::string(what) + " must be a value or a list of values");
   }
   return items;
 }
@@ -353,7 +353,12 @@ void PolicyLoader::load_rule(const YAML::Node& node, std::optional<size_t> group
   }
 
   if (const YAML::Node n = node["dst"]) {
-    for (const YAML::Node& item : list(n, "dst")) {
+    const bool is_map = n.IsMap();
+    if (is_map) {
+      error(n, "dst must be a name, an address or a list of them");
+      valid = false;
+    }
+    for (const YAML::Node& item : is_map ? std::vector<YAML::Node>{} : list(n, "dst")) {
       std::optional<Destination> dst = destination(item);
       if (!dst) {
         valid = false;

@@ -37,6 +37,8 @@ bool destination_covers(const Destination& outer, const Destination& inner) {
 }
 
 bool proto_covers(RuleProto outer, RuleProto inner) {
+  // Port 53 is open only through dns rules, so no other protocol covers one.
+  if (inner == RuleProto::dns) return outer == RuleProto::dns;
   return outer == inner || outer == RuleProto::any ||
          (outer == RuleProto::https && (inner == RuleProto::tls || inner == RuleProto::quic));
 }
