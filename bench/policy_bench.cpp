@@ -32,9 +32,11 @@ std::string large_policy_yaml() {
   }
   for (int i = 0; i < kCidrRules; ++i) {
     if (i % 2 == 0) {
-      yaml += "  - {dst: \"10." + std::to_string((i >> 8) & 0xff) + "." + std::to_string(i & 0xff) + ".0/24\", proto: tcp, ports: [5432]}\n";
+      yaml += "  - {dst: \"10." + std::to_string((i >> 8) & 0xff) + "." + std::to_string(i & 0xff) +
+              ".0/24\", proto: tcp, ports: [5432]}\n";
     } else {
-      yaml += "  - {dst: \"2001:db8:" + std::to_string(i % 10000) + ":" + std::to_string(i / 10000) + "::/64\", proto: tcp, ports: [5432]}\n";
+      yaml += "  - {dst: \"2001:db8:" + std::to_string(i % 10000) + ":" + std::to_string(i / 10000) +
+              "::/64\", proto: tcp, ports: [5432]}\n";
     }
   }
   return yaml;

@@ -23,8 +23,8 @@ Runner add_check_command(CLI::App& app) {
       std::cerr << *policy_path << ": " << errors << " error(s), " << warnings << " warning(s)\n";
       return 1;
     }
-    std::cout << *policy_path << ": ok: " << result.policy->rules.size() << " rule(s), "
-              << result.policy->groups.size() << " group(s), " << warnings << " warning(s)\n";
+    std::cout << *policy_path << ": ok: " << result.policy->rules.size() << " rule(s), " << result.policy->groups.size()
+              << " group(s), " << warnings << " warning(s)\n";
     return 0;
   };
 }

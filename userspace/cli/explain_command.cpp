@@ -55,15 +55,17 @@ std::string describe_flow(const policy::FlowQuery& flow) {
   return text;
 }
 
-std::string explanation(const Decision& decision, const policy::FlowQuery& flow, const policy::CompiledPolicy& compiled) {
+std::string explanation(const Decision& decision, const policy::FlowQuery& flow,
+                        const policy::CompiledPolicy& compiled) {
   switch (decision.reason) {
     case DecisionReason::loopback:
       return "loopback traffic is always allowed";
     case DecisionReason::source_not_in_group:
-      return "source " + flow.src.to_string() + " belongs to no group; in gateway mode its packets are dropped as spoofed";
+      return "source " + flow.src.to_string() +
+             " belongs to no group; in gateway mode its packets are dropped as spoofed";
     case DecisionReason::dns_not_resolver:
-      return "DNS (tcp/udp port 53) may go only to dns.resolvers or a dns rule's resolver, and " + flow.dst.to_string() +
-             " is neither";
+      return "DNS (tcp/udp port 53) may go only to dns.resolvers or a dns rule's resolver, and " +
+             flow.dst.to_string() + " is neither";
     case DecisionReason::default_action:
       return "no rule matches " + describe_flow(flow) + "; defaults.action is " +
              std::string(to_string(compiled.policy().defaults.action));
@@ -101,7 +103,7 @@ int run_explain(const ExplainOptions& options) {
     return 2;
   };
 
-  const policy::LoadResult loaded = policy::load_policy_file(options.policy_path);
+  policy::LoadResult loaded = policy::load_policy_file(options.policy_path);
   if (!loaded.policy) {
     for (const policy::Diagnostic& diagnostic : loaded.diagnostics) {
       std::cerr << policy::format_diagnostic(options.policy_path, diagnostic) << '\n';
@@ -124,8 +126,10 @@ int run_explain(const ExplainOptions& options) {
   const bool ports = flow.proto == L4Proto::tcp || flow.proto == L4Proto::udp;
   if (ports && !options.dport) return fail("--dport is required for tcp and udp");
   if (!ports && options.dport) return fail("--dport applies only to tcp and udp");
-  if (flow.proto == L4Proto::icmp && flow.dst.family == policy::IpFamily::v6) return fail("use --proto icmpv6 for IPv6");
-  if (flow.proto == L4Proto::icmpv6 && flow.dst.family == policy::IpFamily::v4) return fail("use --proto icmp for IPv4");
+  if (flow.proto == L4Proto::icmp && flow.dst.family == policy::IpFamily::v6)
+    return fail("use --proto icmpv6 for IPv6");
+  if (flow.proto == L4Proto::icmpv6 && flow.dst.family == policy::IpFamily::v4)
+    return fail("use --proto icmp for IPv4");
   flow.dport = options.dport.value_or(0);
 
   if (!ports) {
@@ -148,7 +152,8 @@ int run_explain(const ExplainOptions& options) {
     flow.l7 = infer_l7(flow.proto, flow.dport, flow.name.has_value());
   }
 
-  const policy::Mode mode = options.mode.empty() ? (loaded.policy->groups.empty() ? policy::Mode::host : policy::Mode::gateway)
+  const policy::Mode mode = options.mode.empty()
+                                ? (loaded.policy->groups.empty() ? policy::Mode::host : policy::Mode::gateway)
                             : options.mode == "host" ? policy::Mode::host
                                                      : policy::Mode::gateway;
   const auto compiled = policy::compile_policy(std::move(*loaded.policy));

@@ -91,8 +91,8 @@ std::optional<size_t> CompiledPolicy::group_of(const IpAddress& src) const {
 bool CompiledPolicy::rule_accepts(const Rule& rule, const FlowQuery& flow) const {
   if (!l4_accepts(rule.proto, flow.proto, flow.l7)) return false;
   if (flow.proto == L4Proto::tcp || flow.proto == L4Proto::udp) {
-    return rule.ports.empty() ||
-           std::any_of(rule.ports.begin(), rule.ports.end(), [&](const PortRange& r) { return r.contains(flow.dport); });
+    return rule.ports.empty() || std::any_of(rule.ports.begin(), rule.ports.end(),
+                                             [&](const PortRange& r) { return r.contains(flow.dport); });
   }
   if (rule.proto != RuleProto::icmp) return true;
   return std::any_of(rule.icmp_types.begin(), rule.icmp_types.end(), [&](const IcmpType& type) {
@@ -116,8 +116,9 @@ void CompiledPolicy::collect_matches(const FlowQuery& flow, std::optional<size_t
   std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {
     return a.rule != b.rule ? a.rule < b.rule : a.via_name < b.via_name;
   });
-  matches.erase(std::unique(matches.begin(), matches.end(), [](const Match& a, const Match& b) { return a.rule == b.rule; }),
-                matches.end());
+  matches.erase(
+      std::unique(matches.begin(), matches.end(), [](const Match& a, const Match& b) { return a.rule == b.rule; }),
+      matches.end());
 }
 
 Decision CompiledPolicy::evaluate(const FlowQuery& flow, Mode mode) const {

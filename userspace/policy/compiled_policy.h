@@ -23,10 +23,10 @@ struct FlowQuery {
   IpAddress src;
   IpAddress dst;
   L4Proto proto = L4Proto::tcp;
-  uint16_t dport = 0;              // tcp and udp
-  uint8_t icmp_type = 0;           // icmp and icmpv6
-  L7Proto l7 = L7Proto::none;      // what the flow showed at its start
-  std::optional<std::string> name; // normalized SNI, Host or the DNS name the destination is bound to
+  uint16_t dport = 0;               // tcp and udp
+  uint8_t icmp_type = 0;            // icmp and icmpv6
+  L7Proto l7 = L7Proto::none;       // what the flow showed at its start
+  std::optional<std::string> name;  // normalized SNI, Host or the DNS name the destination is bound to
 };
 
 enum class DecisionReason : uint8_t {
@@ -41,8 +41,8 @@ std::string_view to_string(DecisionReason reason);
 struct Decision {
   Action verdict = Action::deny;
   DecisionReason reason = DecisionReason::default_action;
-  const Rule* rule = nullptr;        // the deciding rule; null when no rule decided
-  std::optional<size_t> group;       // the source's group
+  const Rule* rule = nullptr;   // the deciding rule; null when no rule decided
+  std::optional<size_t> group;  // the source's group
   // The deciding rule matched through the flow's name and holds only while the destination address is
   // bound to that name by a DNS answer.
   bool needs_dns_binding = false;

@@ -55,9 +55,8 @@ NormalizedName normalize_domain_name(std::string_view text) {
     if (rc != IDN2_OK) return {{}, "not a valid internationalized name: " + std::string(idn2_strerror(rc))};
     name.assign(converted);
   }
-  std::transform(name.begin(), name.end(), name.begin(), [](char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  });
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; });
   std::string error = validate_ascii_name(name);
   if (!error.empty()) return {{}, std::move(error)};
   return {std::move(name), {}};

@@ -120,9 +120,13 @@ bool Cidr::contains(const Cidr& other) const {
   return other.network.family == network.family && other.prefix_len >= prefix_len && contains(other.network);
 }
 
-bool Cidr::overlaps(const Cidr& other) const { return contains(other) || other.contains(*this); }
+bool Cidr::overlaps(const Cidr& other) const {
+  return contains(other) || other.contains(*this);
+}
 
-std::string Cidr::to_string() const { return network.to_string() + "/" + std::to_string(prefix_len); }
+std::string Cidr::to_string() const {
+  return network.to_string() + "/" + std::to_string(prefix_len);
+}
 
 size_t IpAddressHash::operator()(const IpAddress& address) const {
   // FNV-1a over the bytes: cheap, and good enough for prefixes that differ in any byte.

@@ -22,16 +22,28 @@ constexpr std::array<std::string_view, 7> kL7ProtoNames = {"none", "tls", "quic"
 
 }  // namespace
 
-std::string_view to_string(Action action) { return action == Action::allow ? "allow" : "deny"; }
-std::string_view to_string(RuleProto proto) { return kRuleProtoNames[static_cast<size_t>(proto)]; }
-std::string_view to_string(L4Proto proto) { return kL4ProtoNames[static_cast<size_t>(proto)]; }
-std::string_view to_string(L7Proto proto) { return kL7ProtoNames[static_cast<size_t>(proto)]; }
+std::string_view to_string(Action action) {
+  return action == Action::allow ? "allow" : "deny";
+}
+std::string_view to_string(RuleProto proto) {
+  return kRuleProtoNames[static_cast<size_t>(proto)];
+}
+std::string_view to_string(L4Proto proto) {
+  return kL4ProtoNames[static_cast<size_t>(proto)];
+}
+std::string_view to_string(L7Proto proto) {
+  return kL7ProtoNames[static_cast<size_t>(proto)];
+}
 
 std::optional<RuleProto> rule_proto_from_string(std::string_view text) {
   return lookup<RuleProto>(kRuleProtoNames, text);
 }
-std::optional<L4Proto> l4_proto_from_string(std::string_view text) { return lookup<L4Proto>(kL4ProtoNames, text); }
-std::optional<L7Proto> l7_proto_from_string(std::string_view text) { return lookup<L7Proto>(kL7ProtoNames, text); }
+std::optional<L4Proto> l4_proto_from_string(std::string_view text) {
+  return lookup<L4Proto>(kL4ProtoNames, text);
+}
+std::optional<L7Proto> l7_proto_from_string(std::string_view text) {
+  return lookup<L7Proto>(kL7ProtoNames, text);
+}
 
 const std::vector<IcmpType>& icmp_types_known() {
   static const std::vector<IcmpType> kTypes = {
@@ -101,8 +113,7 @@ std::string destination_to_string(const Destination& destination) {
 }
 
 bool proto_matches_shown_name(RuleProto proto) {
-  return proto == RuleProto::https || proto == RuleProto::tls || proto == RuleProto::quic ||
-         proto == RuleProto::http;
+  return proto == RuleProto::https || proto == RuleProto::tls || proto == RuleProto::quic || proto == RuleProto::http;
 }
 
 }  // namespace portcullis::policy

@@ -74,14 +74,14 @@ using Destination = std::variant<NamePattern, Cidr>;
 std::string destination_to_string(const Destination& destination);
 
 struct Rule {
-  std::string name;       // given, or generated from its position ("rules[2]")
-  bool named = false;     // whether `name` was written in the policy
+  std::string name;    // given, or generated from its position ("rules[2]")
+  bool named = false;  // whether `name` was written in the policy
   std::vector<Destination> destinations;
   RuleProto proto = RuleProto::any;
-  std::vector<PortRange> ports;          // effective ports (defaults applied); empty = every port
-  std::vector<IcmpType> icmp_types;      // for proto icmp only
+  std::vector<PortRange> ports;      // effective ports (defaults applied); empty = every port
+  std::vector<IcmpType> icmp_types;  // for proto icmp only
   Action action = Action::allow;
-  std::optional<size_t> group;           // index into Policy::groups; nullopt = applies to every source
+  std::optional<size_t> group;  // index into Policy::groups; nullopt = applies to every source
   SourceLocation location;
 };
 

@@ -34,11 +34,10 @@ std::string join(const std::vector<std::string_view>& words) {
 }
 
 bool is_valid_rule_name(std::string_view name) {
-  return !name.empty() && name.size() <= kMaxRuleNameLength &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                  c == '_' || c == '.';
-         });
+  return !name.empty() && name.size() <= kMaxRuleNameLength && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.';
+  });
 }
 
 // The ports a protocol gets when the rule lists none; empty means every port (or none apply).
@@ -146,8 +145,8 @@ std::optional<uint32_t> PolicyLoader::unsigned_int(const YAML::Node& node, std::
   if (!text) return std::nullopt;
   long long value = 0;
   if (!YAML::convert<long long>::decode(node, value) || value < lo || value > hi) {
-    error(node, std::string(what) + " must be a whole number from " + std::to_string(lo) + " to " +
-                    std::to_string(hi) + ", not '" + *text + "'");
+    error(node, std::string(what) + " must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                    ", not '" + *text + "'");
     return std::nullopt;
   }
   return static_cast<uint32_t>(value);
@@ -197,12 +196,14 @@ LoadResult PolicyLoader::load(std::string_view text) {
   try {
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    const SourceLocation where = e.mark.is_null() ? SourceLocation{1, 1} : SourceLocation{e.mark.line + 1, e.mark.column + 1};
+    const SourceLocation where =
+        e.mark.is_null() ? SourceLocation{1, 1} : SourceLocation{e.mark.line + 1, e.mark.column + 1};
     diagnostics_.push_back({Diagnostic::Severity::error, where, "invalid YAML: " + e.msg});
     return {std::nullopt, std::move(diagnostics_)};
   }
   if (!root || root.IsNull()) {
-    diagnostics_.push_back({Diagnostic::Severity::error, {1, 1}, "the policy is empty; it needs at least 'version: 1'"});
+    diagnostics_.push_back(
+        {Diagnostic::Severity::error, {1, 1}, "the policy is empty; it needs at least 'version: 1'"});
     return {std::nullopt, std::move(diagnostics_)};
   }
   if (!check_mapping(root, "the policy", {"version", "defaults", "dns", "add_domains", "rules", "groups"})) {
@@ -242,8 +243,8 @@ void PolicyLoader::load_defaults(const YAML::Node& node) {
   const std::vector<std::pair<std::string_view, Action>> actions = {{"allow", Action::allow}, {"deny", Action::deny}};
   if (const YAML::Node n = node["action"]) d.action = choice(n, "defaults.action", actions).value_or(d.action);
   if (const YAML::Node n = node["on_deny"]) {
-    d.on_deny = choice<OnDeny>(n, "defaults.on_deny", {{"reject", OnDeny::reject}, {"drop", OnDeny::drop}})
-                    .value_or(d.on_deny);
+    d.on_deny =
+        choice<OnDeny>(n, "defaults.on_deny", {{"reject", OnDeny::reject}, {"drop", OnDeny::drop}}).value_or(d.on_deny);
   }
   if (const YAML::Node n = node["sni_ip_binding"]) {
     d.sni_ip_binding =
@@ -280,8 +281,10 @@ void PolicyLoader::load_dns(const YAML::Node& node) {
     dns.filter_queries = boolean(n, "dns.filter_queries").value_or(dns.filter_queries);
   }
   constexpr uint32_t kWeek = 7 * 24 * 3600;
-  if (const YAML::Node n = node["min_ttl"]) dns.min_ttl = unsigned_int(n, "dns.min_ttl", 0, kWeek).value_or(dns.min_ttl);
-  if (const YAML::Node n = node["max_ttl"]) dns.max_ttl = unsigned_int(n, "dns.max_ttl", 1, kWeek).value_or(dns.max_ttl);
+  if (const YAML::Node n = node["min_ttl"])
+    dns.min_ttl = unsigned_int(n, "dns.min_ttl", 0, kWeek).value_or(dns.min_ttl);
+  if (const YAML::Node n = node["max_ttl"])
+    dns.max_ttl = unsigned_int(n, "dns.max_ttl", 1, kWeek).value_or(dns.max_ttl);
   if (dns.min_ttl > dns.max_ttl) {
     error(node["min_ttl"] ? node["min_ttl"] : node, "dns.min_ttl (" + std::to_string(dns.min_ttl) +
                                                         ") is greater than dns.max_ttl (" +
@@ -347,7 +350,9 @@ void PolicyLoader::load_rule(const YAML::Node& node, std::optional<size_t> group
     if (proto) {
       rule.proto = *proto;
     } else {
-      if (text) error(n, "unknown proto '" + *text + "' (expected one of: https, tls, quic, http, ssh, ftp, dns, tcp, udp, icmp, any)");
+      if (text)
+        error(n, "unknown proto '" + *text +
+                     "' (expected one of: https, tls, quic, http, ssh, ftp, dns, tcp, udp, icmp, any)");
       valid = false;
     }
   }
@@ -546,7 +551,8 @@ std::optional<std::vector<IcmpType>> PolicyLoader::icmp_types(const YAML::Node& 
 
 void PolicyLoader::check_rule_name_unique(const YAML::Node& node, const std::string& name) {
   const auto [it, inserted] = rule_names_.emplace(name, location_of(node));
-  if (!inserted) error(node, "duplicate rule name '" + name + "' (first used at line " + std::to_string(it->second.line) + ")");
+  if (!inserted)
+    error(node, "duplicate rule name '" + name + "' (first used at line " + std::to_string(it->second.line) + ")");
 }
 
 void PolicyLoader::load_groups(const YAML::Node& node) {
@@ -565,7 +571,8 @@ void PolicyLoader::load_groups(const YAML::Node& node) {
         group.name = *name;
         const auto [it, inserted] = group_names.emplace(group.name, group.location);
         if (!inserted) {
-          error(n, "duplicate group name '" + group.name + "' (first used at line " + std::to_string(it->second.line) + ")");
+          error(n, "duplicate group name '" + group.name + "' (first used at line " + std::to_string(it->second.line) +
+                       ")");
         }
       } else if (name) {
         error(n, "group name '" + *name + "' must be 1-64 letters, digits, '-', '_' or '.'");

@@ -76,7 +76,9 @@ bool has_name_destination(const Rule& rule) {
                      [](const Destination& d) { return std::holds_alternative<NamePattern>(d); });
 }
 
-std::string where(const Rule& rule) { return "rule '" + rule.name + "' (line " + std::to_string(rule.location.line) + ")"; }
+std::string where(const Rule& rule) {
+  return "rule '" + rule.name + "' (line " + std::to_string(rule.location.line) + ")";
+}
 
 }  // namespace
 

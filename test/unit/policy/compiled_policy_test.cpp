@@ -120,7 +120,8 @@ rules:
 
 TEST(Decisions, DefaultActionDecidesWhenNoRuleMatches) {
   const auto deny = compile("version: 1\nrules:\n  - {dst: a.example, proto: https}\n");
-  const auto allow = compile("version: 1\ndefaults: {action: allow}\nrules:\n  - {dst: a.example, proto: https, action: deny}\n");
+  const auto allow =
+      compile("version: 1\ndefaults: {action: allow}\nrules:\n  - {dst: a.example, proto: https, action: deny}\n");
   EXPECT_EQ(decided_by(*deny, {.dst = "192.0.2.1", .name = "b.example"}), "default:deny");
   EXPECT_EQ(decided_by(*allow, {.dst = "192.0.2.1", .name = "b.example"}), "default:allow");
   EXPECT_EQ(decide(*allow, {.dst = "192.0.2.1", .name = "b.example"}).rule, nullptr);
@@ -184,7 +185,8 @@ rules:
 }
 
 TEST(Decisions, PortRangesBoundTheMatch) {
-  const auto p = compile("version: 1\nrules:\n  - {name: r, dst: 192.0.2.0/24, proto: tcp, ports: [\"1000-2000\", 22]}\n");
+  const auto p =
+      compile("version: 1\nrules:\n  - {name: r, dst: 192.0.2.0/24, proto: tcp, ports: [\"1000-2000\", 22]}\n");
   for (uint16_t port : {1000, 1500, 2000, 22}) {
     EXPECT_EQ(decided_by(*p, {.dst = "192.0.2.1", .dport = port, .l7 = L7Proto::none}), "allow:r") << port;
   }
@@ -245,9 +247,12 @@ groups:
     sources: [10.2.0.0/16]
     rules: [{name: b-deny, dst: shared.example, proto: https, action: deny}]
 )");
-  EXPECT_EQ(decided_by(*p, {.src = "10.1.0.5", .dst = "192.0.2.1", .name = "a.example"}, Mode::gateway), "allow:a-only");
-  EXPECT_EQ(decided_by(*p, {.src = "fd01::5", .dst = "2001:db8::1", .name = "a.example"}, Mode::gateway), "allow:a-only");
-  EXPECT_EQ(decided_by(*p, {.src = "10.2.0.5", .dst = "192.0.2.1", .name = "a.example"}, Mode::gateway), "default:deny");
+  EXPECT_EQ(decided_by(*p, {.src = "10.1.0.5", .dst = "192.0.2.1", .name = "a.example"}, Mode::gateway),
+            "allow:a-only");
+  EXPECT_EQ(decided_by(*p, {.src = "fd01::5", .dst = "2001:db8::1", .name = "a.example"}, Mode::gateway),
+            "allow:a-only");
+  EXPECT_EQ(decided_by(*p, {.src = "10.2.0.5", .dst = "192.0.2.1", .name = "a.example"}, Mode::gateway),
+            "default:deny");
   EXPECT_EQ(decided_by(*p, {.src = "10.1.0.5", .dst = "192.0.2.1", .name = "shared.example"}, Mode::gateway),
             "allow:everyone");
   EXPECT_EQ(decided_by(*p, {.src = "10.2.0.5", .dst = "192.0.2.1", .name = "shared.example"}, Mode::gateway),

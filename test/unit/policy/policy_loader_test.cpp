@@ -14,7 +14,9 @@ struct Found {
   std::string text;
 };
 
-LoadResult load(const std::string& yaml) { return load_policy(yaml, "test.yaml"); }
+LoadResult load(const std::string& yaml) {
+  return load_policy(yaml, "test.yaml");
+}
 
 // The one error the policy produces; fails the test when there are none or several.
 Found only_error(const std::string& yaml) {
@@ -140,7 +142,8 @@ TEST(PolicyLoader, DuplicateKeysAreRejected) {
 TEST(PolicyLoader, WrongTypesAreRejected) {
   EXPECT_NE(only_error("version: 1\nrules: {dst: a.com}\n").text.find("must be a list of rules"), std::string::npos);
   EXPECT_NE(only_error("version: 1\ndefaults: [deny]\n").text.find("defaults must be a mapping"), std::string::npos);
-  EXPECT_NE(only_error("version: 1\nrules:\n  - {dst: {a: b}}\n").text.find("dst must be a name, an address or a list of them"),
+  EXPECT_NE(only_error("version: 1\nrules:\n  - {dst: {a: b}}\n")
+                .text.find("dst must be a name, an address or a list of them"),
             std::string::npos);
   EXPECT_NE(only_error("version: 1\ndns: {filter_queries: maybe}\n").text.find("true or false"), std::string::npos);
   EXPECT_NE(only_error("version: 1\ndefaults: {l7_timeout_ms: soon}\n").text.find("whole number"), std::string::npos);
@@ -205,8 +208,8 @@ TEST(PolicyLoader, InvalidNamesAreRejectedWithTheReason) {
 }
 
 TEST(PolicyLoader, NamesAreNormalizedToLowerCasePunycodeWithoutTrailingDot) {
-  const LoadResult result =
-      load("version: 1\nrules:\n  - {dst: WWW.Example.COM.}\n  - {dst: \"*.Bücher.example\"}\n  - {dst: \".ÉCOLE.fr\"}\n");
+  const LoadResult result = load(
+      "version: 1\nrules:\n  - {dst: WWW.Example.COM.}\n  - {dst: \"*.Bücher.example\"}\n  - {dst: \".ÉCOLE.fr\"}\n");
   ASSERT_TRUE(result.policy.has_value());
   EXPECT_EQ(destination_to_string(result.policy->rules[0].destinations[0]), "www.example.com");
   EXPECT_EQ(destination_to_string(result.policy->rules[1].destinations[0]), "*.xn--bcher-kva.example");
@@ -214,7 +217,8 @@ TEST(PolicyLoader, NamesAreNormalizedToLowerCasePunycodeWithoutTrailingDot) {
 }
 
 TEST(PolicyLoader, PortsOutsideTheValidRangeOrReversedAreRejected) {
-  const LoadResult result = load("version: 1\nrules:\n  - {dst: a.com, proto: tcp, ports: [0, 65536, \"20-10\", \"x\", 80]}\n");
+  const LoadResult result =
+      load("version: 1\nrules:\n  - {dst: a.com, proto: tcp, ports: [0, 65536, \"20-10\", \"x\", 80]}\n");
   ASSERT_FALSE(result.policy.has_value());
   ASSERT_EQ(result.diagnostics.size(), 4u);
   EXPECT_EQ(result.diagnostics[0].location.column, 38);
@@ -227,8 +231,9 @@ TEST(PolicyLoader, PortsOutsideTheValidRangeOrReversedAreRejected) {
 }
 
 TEST(PolicyLoader, PortsAndIcmpTypesOnlyWhereTheProtocolHasThem) {
-  EXPECT_NE(only_error("version: 1\nrules:\n  - {dst: a.com, proto: icmp, ports: [80]}\n").text.find("icmp has no ports"),
-            std::string::npos);
+  EXPECT_NE(
+      only_error("version: 1\nrules:\n  - {dst: a.com, proto: icmp, ports: [80]}\n").text.find("icmp has no ports"),
+      std::string::npos);
   EXPECT_NE(only_error("version: 1\nrules:\n  - {dst: a.com, proto: any, ports: [80]}\n").text.find("any has no ports"),
             std::string::npos);
   EXPECT_NE(only_error("version: 1\nrules:\n  - {dst: a.com, proto: tcp, ports: [1], icmp_types: [echo-request]}\n")
@@ -248,8 +253,9 @@ TEST(PolicyLoader, TcpAndUdpRulesNeedPorts) {
 }
 
 TEST(PolicyLoader, DuplicateRuleAndGroupNamesAreRejected) {
-  Found e = only_error("version: 1\nrules:\n  - {name: web, dst: a.com}\ngroups:\n  - name: g\n    sources: [10.0.0.0/8]\n"
-                       "    rules:\n      - {name: web, dst: b.com}\n");
+  Found e = only_error(
+      "version: 1\nrules:\n  - {name: web, dst: a.com}\ngroups:\n  - name: g\n    sources: [10.0.0.0/8]\n"
+      "    rules:\n      - {name: web, dst: b.com}\n");
   EXPECT_EQ(e.line, 8);
   EXPECT_NE(e.text.find("duplicate rule name 'web' (first used at line 3)"), std::string::npos);
   e = only_error("version: 1\ngroups:\n  - {name: g, sources: [10.0.0.0/16]}\n  - {name: g, sources: [10.1.0.0/16]}\n");
@@ -258,8 +264,9 @@ TEST(PolicyLoader, DuplicateRuleAndGroupNamesAreRejected) {
 }
 
 TEST(PolicyLoader, OverlappingGroupSourcesAreRejected) {
-  Found e = only_error("version: 1\ngroups:\n  - {name: a, sources: [10.0.0.0/8]}\n  - {name: b, sources: [\"fd00::/8\", "
-                       "10.9.0.0/16]}\n");
+  Found e = only_error(
+      "version: 1\ngroups:\n  - {name: a, sources: [10.0.0.0/8]}\n  - {name: b, sources: [\"fd00::/8\", "
+      "10.9.0.0/16]}\n");
   EXPECT_EQ(e.line, 4);
   EXPECT_EQ(e.column, 37);
   EXPECT_NE(e.text.find("overlaps 10.0.0.0/8 of group 'a'"), std::string::npos);
@@ -272,7 +279,8 @@ TEST(PolicyLoader, DnsSettingsAreChecked) {
             std::string::npos);
   EXPECT_NE(only_error("version: 1\nrules:\n  - {dst: dns.example, proto: dns}\n").text.find("by address"),
             std::string::npos);
-  EXPECT_NE(only_error("version: 1\nadd_domains: [10.0.0.1]\n").text.find("add_domains takes names"), std::string::npos);
+  EXPECT_NE(only_error("version: 1\nadd_domains: [10.0.0.1]\n").text.find("add_domains takes names"),
+            std::string::npos);
 }
 
 TEST(PolicyLoader, EveryErrorIsReportedNotJustTheFirst) {
@@ -298,7 +306,8 @@ rules:
   - {name: block, dst: .example.com, proto: any, action: deny}
 )");
   ASSERT_EQ(found.size(), 1u);
-  EXPECT_NE(found[0].find("rule 'api' never allows anything: deny rule 'block' (line 4)"), std::string::npos) << found[0];
+  EXPECT_NE(found[0].find("rule 'api' never allows anything: deny rule 'block' (line 4)"), std::string::npos)
+      << found[0];
 }
 
 TEST(PolicyLoader, RedundantRulesAreWarnings) {
@@ -344,7 +353,8 @@ groups:
 }
 
 TEST(PolicyLoader, Port53OutsideDnsRulesIsAWarning) {
-  const std::vector<std::string> found = warnings("version: 1\nrules:\n  - {dst: 8.8.8.8, proto: udp, ports: [\"1-100\"]}\n");
+  const std::vector<std::string> found =
+      warnings("version: 1\nrules:\n  - {dst: 8.8.8.8, proto: udp, ports: [\"1-100\"]}\n");
   ASSERT_EQ(found.size(), 1u);
   EXPECT_NE(found[0].find("port 53"), std::string::npos);
 }
