@@ -1,12 +1,15 @@
 // portcullis: a packet-level egress firewall. One binary, one subcommand per job.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <iostream>
 #include <map>
 
 #include "cli/commands.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"portcullis: egress firewall by name and address, for every protocol"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
@@ -22,6 +25,20 @@ int main(int argc, char** argv) {
   }
   for (CLI::App* command : app.get_subcommands()) {
     return runners.at(command->get_name())();
+  }
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    // Errors caused by input are handled where they happen; reaching here is a bug, said plainly.
+    (void)std::fprintf(stderr, "portcullis: internal error: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "portcullis: internal error\n");
   }
   return 2;
 }
