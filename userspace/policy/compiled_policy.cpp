@@ -22,11 +22,10 @@ bool l4_accepts(RuleProto proto, L4Proto l4, L7Proto l7) {
     case RuleProto::ssh:
       return tcp && l7 == L7Proto::ssh;
     case RuleProto::ftp:
-      return tcp && (l7 == L7Proto::none || l7 == L7Proto::ftp);
-    case RuleProto::dns:
-      return (tcp || udp) && (l7 == L7Proto::none || l7 == L7Proto::dns);
     case RuleProto::tcp:
       return tcp;
+    case RuleProto::dns:
+      return tcp || udp;
     case RuleProto::udp:
       return udp;
     case RuleProto::icmp:
@@ -110,7 +109,13 @@ void CompiledPolicy::collect_matches(const FlowQuery& flow, std::optional<size_t
     matches.push_back({index, via_name});
   };
   addresses_.match(flow.dst, [&](uint32_t index) { consider(index, false); });
-  if (flow.name) names_.match(*flow.name, [&](uint32_t index) { consider(index, true); });
+  if (flow.name) {
+    const bool binding_required = policy_.defaults.sni_ip_binding == SniIpBinding::dns;
+    names_.match(*flow.name, [&](uint32_t index) {
+      const bool shown = proto_matches_shown_name(policy_.rules[index].proto);
+      if (flow.name_bound || (shown && !binding_required)) consider(index, true);
+    });
+  }
 
   // A rule listing both an address and a name may match twice; the address match needs no binding.
   std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {

@@ -26,7 +26,10 @@ struct FlowQuery {
   uint16_t dport = 0;               // tcp and udp
   uint8_t icmp_type = 0;            // icmp and icmpv6
   L7Proto l7 = L7Proto::none;       // what the flow showed at its start
-  std::optional<std::string> name;  // normalized SNI, Host or the DNS name the destination is bound to
+  std::optional<std::string> name;  // normalized SNI or Host the flow showed, or a name DNS bound dst to
+  // Whether DNS answers bind dst to `name`. Rules on other protocols than tls/quic/http/https match a
+  // name only through such a binding, and those do too when sni_ip_binding is dns. `explain` assumes it.
+  bool name_bound = true;
 };
 
 enum class DecisionReason : uint8_t {

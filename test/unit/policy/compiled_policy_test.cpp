@@ -184,6 +184,32 @@ rules:
   EXPECT_FALSE(decide(*bound, {.dst = "192.0.2.9", .name = "whatever.example"}).needs_dns_binding);
 }
 
+TEST(Decisions, UnboundNamesMatchOnlyShownNameRulesAndOnlyWithoutBinding) {
+  const std::string rules = R"(
+rules:
+  - {name: sni, dst: a.example, proto: tls}
+  - {name: l4, dst: a.example, proto: tcp, ports: [443]}
+)";
+  for (const std::string& binding : {"dns", "off"}) {
+    const auto p = compile("version: 1\ndefaults: {sni_ip_binding: \"" + binding + "\"}" + rules);
+    FlowQuery q;
+    q.src = *IpAddress::parse("10.0.0.2");
+    q.dst = *IpAddress::parse("198.51.100.1");
+    q.dport = 443;
+    q.l7 = L7Proto::tls;
+    q.name = "a.example";
+    q.name_bound = false;
+    const Decision d = p->evaluate(q, Mode::host);
+    if (binding == "dns") {
+      EXPECT_EQ(d.reason, DecisionReason::default_action) << "SNI alone must not do when bindings are required";
+    } else {
+      ASSERT_NE(d.rule, nullptr);
+      EXPECT_EQ(d.rule->name, "sni");
+      EXPECT_EQ(d.matched.size(), 1u) << "the tcp rule needs a DNS binding";
+    }
+  }
+}
+
 TEST(Decisions, PortRangesBoundTheMatch) {
   const auto p =
       compile("version: 1\nrules:\n  - {name: r, dst: 192.0.2.0/24, proto: tcp, ports: [\"1000-2000\", 22]}\n");
