@@ -1,0 +1,90 @@
+/* Why the data plane drops a packet: one reason per failure, shared by the parser, the classifier and
+ * the per-reason counter table the daemon reports. Plain C for both builds.
+ *
+ * The values index counter maps that stay pinned across daemon restarts, so they are fixed: add new
+ * reasons in the free slots of their block and never renumber. */
+#ifndef PORTCULLIS_DROP_REASONS_H
+#define PORTCULLIS_DROP_REASONS_H
+
+#include "portcullis/compat.h"
+
+enum pc_drop_reason {
+	PC_DROP_NONE = 0,
+
+	/* Parsing (parse.h): the packet cannot be read as what it claims to be. A frame that is not
+	 * IPv4 or IPv6 (ARP, LLDP, ...) is not a drop: the parser reports it as not IP. */
+	PC_DROP_ETH_TRUNCATED = 1,
+	PC_DROP_VLAN_TRUNCATED = 2,
+	PC_DROP_VLAN_TOO_MANY_TAGS = 3,
+	PC_DROP_IPV4_TRUNCATED = 4,
+	PC_DROP_IPV4_BAD_HEADER = 5,		/* version is not 4, or IHL below 5 */
+	PC_DROP_IPV4_BAD_LENGTH = 6,		/* total length shorter than the headers it carries */
+	PC_DROP_IPV6_TRUNCATED = 7,
+	PC_DROP_IPV6_BAD_VERSION = 8,
+	PC_DROP_IPV6_BAD_LENGTH = 9,		/* payload length shorter than the headers it carries */
+	PC_DROP_IPV6_EXT_CHAIN_TOO_LONG = 10,
+	PC_DROP_IPV6_EXT_TRUNCATED = 11,
+	PC_DROP_FRAGMENT_L4_TRUNCATED = 12,	/* a first fragment that does not hold its whole L4 header */
+	PC_DROP_FRAGMENT_OVERLAPS_L4 = 13,	/* a later fragment that would rewrite the TCP header */
+	PC_DROP_TCP_TRUNCATED = 14,
+	PC_DROP_TCP_BAD_DATA_OFFSET = 15,
+	PC_DROP_UDP_TRUNCATED = 16,
+	PC_DROP_UDP_BAD_LENGTH = 17,
+	PC_DROP_ICMP_TRUNCATED = 18,		/* ICMP and ICMPv6 */
+	PC_DROP_ICMP_QUOTE_TRUNCATED = 19,	/* an error quoting less than an IP header and 8 bytes */
+	PC_DROP_ICMP_QUOTE_MALFORMED = 20,	/* an error quoting something that is not its IP version */
+	/* 21..31: free for parsing */
+
+	/* Policy (the classifier) */
+	PC_DROP_NEEDS_L7 = 32,			/* pending a name the flow has not shown, and cannot be held */
+	PC_DROP_DENIED_BY_RULE = 33,
+	PC_DROP_DENIED_BY_DEFAULT = 34,
+	PC_DROP_SOURCE_NOT_IN_GROUP = 35,
+	PC_DROP_DNS_NOT_RESOLVER = 36,
+	PC_DROP_FLOW_DENIED = 37,		/* XDP early drop of a flow already denied */
+	/* 38..: free for policy */
+
+	PC_DROP_MAX = 38,
+};
+
+PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
+
+#ifndef __bpf__
+/* The reason's name in counters and logs; "unknown" for a value this build does not know. */
+static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
+{
+	switch (reason) {
+	case PC_DROP_NONE: return "none";
+	case PC_DROP_ETH_TRUNCATED: return "ethernet-truncated";
+	case PC_DROP_VLAN_TRUNCATED: return "vlan-truncated";
+	case PC_DROP_VLAN_TOO_MANY_TAGS: return "vlan-too-many-tags";
+	case PC_DROP_IPV4_TRUNCATED: return "ipv4-truncated";
+	case PC_DROP_IPV4_BAD_HEADER: return "ipv4-bad-header";
+	case PC_DROP_IPV4_BAD_LENGTH: return "ipv4-bad-total-length";
+	case PC_DROP_IPV6_TRUNCATED: return "ipv6-truncated";
+	case PC_DROP_IPV6_BAD_VERSION: return "ipv6-bad-version";
+	case PC_DROP_IPV6_BAD_LENGTH: return "ipv6-bad-payload-length";
+	case PC_DROP_IPV6_EXT_CHAIN_TOO_LONG: return "ipv6-ext-chain-too-long";
+	case PC_DROP_IPV6_EXT_TRUNCATED: return "ipv6-ext-header-truncated";
+	case PC_DROP_FRAGMENT_L4_TRUNCATED: return "first-fragment-l4-truncated";
+	case PC_DROP_FRAGMENT_OVERLAPS_L4: return "fragment-overlaps-l4-header";
+	case PC_DROP_TCP_TRUNCATED: return "tcp-truncated";
+	case PC_DROP_TCP_BAD_DATA_OFFSET: return "tcp-bad-data-offset";
+	case PC_DROP_UDP_TRUNCATED: return "udp-truncated";
+	case PC_DROP_UDP_BAD_LENGTH: return "udp-bad-length";
+	case PC_DROP_ICMP_TRUNCATED: return "icmp-truncated";
+	case PC_DROP_ICMP_QUOTE_TRUNCATED: return "icmp-quote-truncated";
+	case PC_DROP_ICMP_QUOTE_MALFORMED: return "icmp-quote-malformed";
+	case PC_DROP_NEEDS_L7: return "needs-l7";
+	case PC_DROP_DENIED_BY_RULE: return "denied-by-rule";
+	case PC_DROP_DENIED_BY_DEFAULT: return "denied-by-default";
+	case PC_DROP_SOURCE_NOT_IN_GROUP: return "source-not-in-group";
+	case PC_DROP_DNS_NOT_RESOLVER: return "dns-not-resolver";
+	case PC_DROP_FLOW_DENIED: return "flow-denied";
+	case PC_DROP_MAX: break;
+	}
+	return "unknown";
+}
+#endif
+
+#endif
