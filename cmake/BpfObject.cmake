@@ -20,15 +20,16 @@ function(portcullis_bpf_object)
   set(src "${CMAKE_CURRENT_SOURCE_DIR}/${ARG_SOURCE}")
   set(obj "${BPF_SKEL_DIR}/${ARG_NAME}.bpf.o")
   set(skel "${BPF_SKEL_DIR}/${ARG_NAME}.skel.h")
-  file(GLOB shared_headers "${CMAKE_SOURCE_DIR}/include/portcullis/*.h")
   add_custom_command(
     OUTPUT "${obj}"
     COMMAND "${BPF_CLANG}" -target bpf -O2 -g -Wall -Wextra -Werror
             -D__TARGET_ARCH_${BPF_TARGET_ARCH}
             -I "${CMAKE_SOURCE_DIR}/include"
             -I "/usr/include/${CMAKE_LIBRARY_ARCHITECTURE}"
+            -MD -MF "${obj}.d"
             -c "${src}" -o "${obj}"
-    DEPENDS "${src}" ${shared_headers} ${ARG_DEPENDS}
+    DEPENDS "${src}" ${ARG_DEPENDS}
+    DEPFILE "${obj}.d"
     COMMENT "BPF ${ARG_SOURCE}"
     VERBATIM)
   add_custom_command(

@@ -1,28 +1,28 @@
-/* XDP entry point on the inside interfaces: the early-drop fast path for flows already denied.
- * Until the flow table exists it counts and passes every frame. */
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+/* XDP entry point on the inside interfaces (gateway mode): the early drop for flows already denied, before
+ * the kernel builds an skb. Everything else goes on to TC, which decides new flows. */
+#include "portcullis/compat.h"
 
-#include "portcullis/counters.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PC_COUNTER_MAX);
-	__type(key, __u32);
-	__type(value, struct pc_counter);
-} counters SEC(".maps");
+#include "portcullis/maps.h"
+#include "portcullis/parse.h"
 
 SEC("xdp")
 int portcullis_xdp(struct xdp_md *ctx)
 {
-	__u32 key = PC_COUNTER_XDP_SEEN;
-	struct pc_counter *c = bpf_map_lookup_elem(&counters, &key);
+	struct pc_packet pkt;
+	struct pc_flow_key key;
+	const struct pc_flow *flow;
+	__u8 direction;
 
-	if (c) {
-		c->packets++;
-		c->bytes += ctx->data_end - ctx->data;
-	}
-	return XDP_PASS;
+	/* A malformed packet is TC's to count and drop, so the counters see it once. */
+	if (pc_parse_packet((const void *)(long)ctx->data, (const void *)(long)ctx->data_end, &pkt) != PC_DROP_NONE)
+		return XDP_PASS;
+	if (pkt.inner_family != PC_FAMILY_NONE || pc_flow_key_from_packet(&pkt, &key, &direction) < 0)
+		return XDP_PASS;
+	flow = bpf_map_lookup_elem(&pc_flows, &key);
+	if (!flow || flow->verdict != PC_VERDICT_DENY)
+		return XDP_PASS;
+	pc_state_count(PC_DROP_FLOW_DENIED);
+	return XDP_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -62,40 +62,57 @@ static __always_inline int pc_is_dns_port(const struct pc_flow_facts *flow)
 	return (flow->l4_bit & (PC_L4_TCP | PC_L4_UDP)) && flow->port == PC_DNS_PORT;
 }
 
+struct pc_rule_scan_step {
+	struct pc_rule_scan *scan;
+	const struct pc_rule_set *set;
+	const struct pc_flow_facts *flow;
+};
+
+static int pc_rule_scan_entry(__u32 i, void *arg)
+{
+	struct pc_rule_scan_step *step = (struct pc_rule_scan_step *)arg;
+	struct pc_rule_scan *scan = step->scan;
+	const struct pc_flow_facts *flow = step->flow;
+	const struct pc_rule_entry *entry;
+
+	if (i >= PC_RULE_SET_CAPACITY || i >= step->set->count)
+		return 1;
+	pc_mask_index(i, PC_RULE_SET_CAPACITY - 1);
+	entry = &step->set->entries[i];
+	if (!(entry->l4_mask & flow->l4_bit) || flow->port < entry->lo || flow->port > entry->hi)
+		return 0;
+	const int conditional = entry->flags & (PC_RULE_NEEDS_L7 | PC_RULE_BY_NAME);
+
+	if (entry->flags & PC_RULE_DENY) {
+		if (conditional)
+			scan->maybe_deny = 1;
+		else if (entry->rule_id < scan->deny_rule)
+			scan->deny_rule = entry->rule_id;
+		return 0;
+	}
+	if (pc_is_dns_port(flow) && !(entry->flags & PC_RULE_DNS)) {
+		scan->allow_not_dns = 1;
+		return 0;
+	}
+	if (conditional)
+		scan->maybe_allow = 1;
+	else if (entry->rule_id < scan->allow_rule)
+		scan->allow_rule = entry->rule_id;
+	return 0;
+}
+
 static __always_inline void pc_rule_scan_add(struct pc_rule_scan *scan, const struct pc_rule_set *set,
 					     const struct pc_flow_facts *flow)
 {
+	struct pc_rule_scan_step step = {.scan = scan, .set = set, .flow = flow};
+
 	if (!set)
 		return;
 	if (set->count == PC_RULE_SET_OVERFLOW) {
 		scan->overflow = 1;
 		return;
 	}
-	for (__u32 i = 0; i < PC_RULE_SET_CAPACITY; i++) {
-		if (i >= set->count)
-			break;
-		const struct pc_rule_entry *entry = &set->entries[i];
-
-		if (!(entry->l4_mask & flow->l4_bit) || flow->port < entry->lo || flow->port > entry->hi)
-			continue;
-		const int conditional = entry->flags & (PC_RULE_NEEDS_L7 | PC_RULE_BY_NAME);
-
-		if (entry->flags & PC_RULE_DENY) {
-			if (conditional)
-				scan->maybe_deny = 1;
-			else if (entry->rule_id < scan->deny_rule)
-				scan->deny_rule = entry->rule_id;
-			continue;
-		}
-		if (pc_is_dns_port(flow) && !(entry->flags & PC_RULE_DNS)) {
-			scan->allow_not_dns = 1;
-			continue;
-		}
-		if (conditional)
-			scan->maybe_allow = 1;
-		else if (entry->rule_id < scan->allow_rule)
-			scan->allow_rule = entry->rule_id;
-	}
+	pc_loop(PC_RULE_SET_CAPACITY, pc_rule_scan_entry, &step);
 }
 
 static __always_inline struct pc_decision pc_decide(const struct pc_rule_scan *scan, const struct pc_flow_facts *flow,

@@ -42,6 +42,28 @@
 
 #endif
 
+/* idx & mask, done where the verifier sees it: clang otherwise folds a mask that a preceding bound check
+ * makes redundant, and may index with a copy of the value the check never constrained. */
+#ifdef __bpf__
+#define pc_mask_index(idx, mask) asm volatile("%[v] &= %[m]" : [v] "+r"(idx) : [m] "i"(mask))
+#else
+#define pc_mask_index(idx, mask) ((idx) &= (mask))
+#endif
+
+/* Runs fn(i, ctx) for i in [0, n) until it returns non-zero. In BPF this is bpf_loop: the verifier
+ * checks the body once instead of once per iteration and per path, which a loop over a rule set's
+ * entries with several outcomes each would need. */
+#ifdef __bpf__
+#define pc_loop(n, fn, ctx) bpf_loop((n), (fn), (ctx), 0)
+#else
+static inline void pc_loop(__u32 n, int (*fn)(__u32, void *), void *ctx)
+{
+	for (__u32 i = 0; i < n; i++)
+		if (fn(i, ctx))
+			break;
+}
+#endif
+
 /* Map keys, values and records are shared by both builds: each layout is pinned by a size check. */
 #ifdef __cplusplus
 #define PC_STATIC_ASSERT(cond, msg) static_assert(cond, msg)

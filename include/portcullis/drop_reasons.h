@@ -33,7 +33,9 @@ enum pc_drop_reason {
 	PC_DROP_ICMP_TRUNCATED = 18,		/* ICMP and ICMPv6 */
 	PC_DROP_ICMP_QUOTE_TRUNCATED = 19,	/* an error quoting less than an IP header and 8 bytes */
 	PC_DROP_ICMP_QUOTE_MALFORMED = 20,	/* an error quoting something that is not its IP version */
-	/* 21..31: free for parsing */
+	PC_DROP_FRAGMENT_NO_FIRST = 21,		/* a later fragment whose first fragment was not seen */
+	PC_DROP_ICMP_ERROR_NO_FLOW = 22,	/* an ICMP error about a flow that is not allowed */
+	/* 23..31: free for parsing */
 
 	/* Policy (the classifier) */
 	PC_DROP_NEEDS_L7 = 32,			/* pending a name the flow has not shown, and cannot be held */
@@ -42,9 +44,10 @@ enum pc_drop_reason {
 	PC_DROP_SOURCE_NOT_IN_GROUP = 35,
 	PC_DROP_DNS_NOT_RESOLVER = 36,
 	PC_DROP_FLOW_DENIED = 37,		/* XDP early drop of a flow already denied */
-	/* 38..: free for policy */
+	PC_DROP_UNSOLICITED_INBOUND = 38,	/* gateway: a packet from outside that belongs to no flow */
+	/* 39..: free for policy */
 
-	PC_DROP_MAX = 38,
+	PC_DROP_MAX = 39,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -75,12 +78,15 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_ICMP_TRUNCATED: return "icmp-truncated";
 	case PC_DROP_ICMP_QUOTE_TRUNCATED: return "icmp-quote-truncated";
 	case PC_DROP_ICMP_QUOTE_MALFORMED: return "icmp-quote-malformed";
+	case PC_DROP_FRAGMENT_NO_FIRST: return "fragment-without-first";
+	case PC_DROP_ICMP_ERROR_NO_FLOW: return "icmp-error-without-flow";
 	case PC_DROP_NEEDS_L7: return "needs-l7";
 	case PC_DROP_DENIED_BY_RULE: return "denied-by-rule";
 	case PC_DROP_DENIED_BY_DEFAULT: return "denied-by-default";
 	case PC_DROP_SOURCE_NOT_IN_GROUP: return "source-not-in-group";
 	case PC_DROP_DNS_NOT_RESOLVER: return "dns-not-resolver";
 	case PC_DROP_FLOW_DENIED: return "flow-denied";
+	case PC_DROP_UNSOLICITED_INBOUND: return "unsolicited-inbound";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

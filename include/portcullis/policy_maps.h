@@ -17,7 +17,7 @@
 #define PC_SCOPE_TOP_LEVEL 0
 #define PC_MAX_SCOPES 1024
 #define PC_RULE_SET_EMPTY 0		  /* rule set 0 is always the empty set */
-#define PC_RULE_SET_CAPACITY 32		  /* entries per rule set */
+#define PC_RULE_SET_CAPACITY 32		  /* entries per rule set; a power of two */
 #define PC_RULE_SET_OVERFLOW 0xffffffffu  /* rule_set.count: the rules did not fit; userspace decides */
 #define PC_RULE_NONE 0xffffffffu	  /* no rule decided (defaults, reasons without a rule) */
 
@@ -27,7 +27,8 @@ enum pc_l4_bit {
 	PC_L4_UDP = 1 << 1,
 	PC_L4_ICMP = 1 << 2,
 	PC_L4_ICMPV6 = 1 << 3,
-	PC_L4_ALL = PC_L4_TCP | PC_L4_UDP | PC_L4_ICMP | PC_L4_ICMPV6,
+	PC_L4_OTHER = 1 << 4, /* any other IP protocol (SCTP, GRE, ...): only `any` rules match it */
+	PC_L4_ALL = PC_L4_TCP | PC_L4_UDP | PC_L4_ICMP | PC_L4_ICMPV6 | PC_L4_OTHER,
 };
 
 enum pc_rule_flag {

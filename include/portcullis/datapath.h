@@ -1,0 +1,313 @@
+/* What the data plane does with one packet, written once for the BPF programs and for userspace.
+ *
+ * Two entry points, by where the packet comes from:
+ *   - pc_datapath_inside: packets leaving the protected side (gateway: ingress of the inside interfaces;
+ *     host: egress of the uplinks). New flows start here and are classified.
+ *   - pc_datapath_outside: packets arriving from the outside (gateway: ingress of the outside
+ *     interfaces; host: ingress of the uplinks). Only replies of known flows pass, and in host mode new
+ *     inbound flows, which an egress firewall does not police.
+ *
+ * The build provides the state through these functions (maps.h in BPF; the replay tables in userspace):
+ *   struct pc_flow *pc_state_flow_lookup(const struct pc_flow_key *key);
+ *   struct pc_flow *pc_state_flow_insert(const struct pc_flow_key *key, const struct pc_flow *flow);
+ *   const struct pc_frag *pc_state_frag_lookup(const struct pc_frag_key *key);
+ *   void pc_state_frag_insert(const struct pc_frag_key *key, const struct pc_frag *frag);
+ *   __u32 pc_state_source_scope(const struct pc_packet *pkt);        source -> scope, 0 for none
+ *   const struct pc_rule_set *pc_state_dst_rules(__u32 scope, const struct pc_packet *pkt);
+ *   const struct pc_rule_set *pc_state_name_rules(__u32 scope);
+ *   const struct pc_policy_config *pc_state_config(void);
+ *   void pc_state_count(__u32 slot);                                 enum pc_drop_reason or pc_counter_slot
+ *   void pc_state_emit_verdict(const struct pc_verdict_event *event);
+ *   __u64 pc_state_now_ns(void);
+ */
+#ifndef PORTCULLIS_DATAPATH_H
+#define PORTCULLIS_DATAPATH_H
+
+#include "portcullis/classify.h"
+#include "portcullis/compat.h"
+#include "portcullis/drop_reasons.h"
+#include "portcullis/flow.h"
+#include "portcullis/packet.h"
+#include "portcullis/policy_maps.h"
+
+enum pc_action_kind {
+	PC_PASS = 0,
+	PC_DROP = 1,
+	PC_REJECT = 2, /* drop, and answer with a TCP RST or an ICMP administratively-prohibited */
+};
+
+struct pc_outcome {
+	__u8 action; /* enum pc_action_kind */
+	__u8 pad[3];
+	__u32 reason; /* enum pc_drop_reason when the packet does not pass */
+};
+
+static __always_inline struct pc_outcome pc_pass(void)
+{
+	struct pc_outcome out = {.action = PC_PASS, .reason = PC_DROP_NONE};
+
+	pc_state_count(PC_COUNTER_PASS);
+	return out;
+}
+
+static __always_inline struct pc_outcome pc_drop(__u32 reason)
+{
+	struct pc_outcome out = {.action = PC_DROP, .reason = reason};
+
+	pc_state_count(reason);
+	return out;
+}
+
+/* A denied flow's packet: rejected or dropped as the policy says. Pending flows are dropped: they wait
+ * for a name, and answering them would tell the client the flow is refused before it is. */
+static __always_inline struct pc_outcome pc_refuse(__u8 verdict, __u32 reason)
+{
+	struct pc_outcome out = pc_drop(reason);
+	const struct pc_policy_config *config = pc_state_config();
+
+	if (verdict == PC_VERDICT_DENY && config && config->on_deny_reject)
+		out.action = PC_REJECT;
+	return out;
+}
+
+static __always_inline __u8 pc_l4_bit_of(__u8 family, __u8 proto)
+{
+	if (proto == 6)
+		return PC_L4_TCP;
+	if (proto == 17)
+		return PC_L4_UDP;
+	if (proto == 1 && family == PC_FAMILY_IPV4)
+		return PC_L4_ICMP;
+	if (proto == 58 && family == PC_FAMILY_IPV6)
+		return PC_L4_ICMPV6;
+	return PC_L4_OTHER;
+}
+
+/* Neighbour discovery (router and neighbour solicitation and advertisement, redirect) is how IPv6
+ * hosts find each other on a link; like ARP it passes without rules. */
+static __always_inline int pc_is_neighbour_discovery(const struct pc_packet *pkt)
+{
+	return pkt->family == PC_FAMILY_IPV6 && pkt->proto == 58 && pkt->icmp_type >= 133 && pkt->icmp_type <= 137;
+}
+
+static __always_inline void pc_frag_key_of(const struct pc_packet *pkt, struct pc_frag_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->src = pkt->src;
+	key->dst = pkt->dst;
+	key->id = pkt->frag_id;
+	key->family = pkt->family;
+	key->proto = pkt->proto;
+}
+
+/* Fragments after the first follow the verdict their first fragment got. */
+static __always_inline struct pc_outcome pc_follow_first_fragment(const struct pc_packet *pkt)
+{
+	struct pc_frag_key key;
+	const struct pc_frag *frag;
+
+	pc_frag_key_of(pkt, &key);
+	frag = pc_state_frag_lookup(&key);
+	if (!frag)
+		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
+	if (frag->verdict != PC_VERDICT_ALLOW)
+		return pc_drop(frag->reason);
+	return pc_pass();
+}
+
+static __always_inline void pc_remember_first_fragment(const struct pc_packet *pkt, __u8 verdict, __u32 reason)
+{
+	struct pc_frag_key key;
+	struct pc_frag frag = {.verdict = verdict, .reason = reason};
+
+	if (!pkt->is_first_fragment)
+		return;
+	pc_frag_key_of(pkt, &key);
+	pc_state_frag_insert(&key, &frag);
+}
+
+/* An ICMP error passes when the flow it reports on is allowed. */
+static __always_inline struct pc_outcome pc_follow_quoted_flow(const struct pc_packet *pkt)
+{
+	struct pc_flow_key key;
+	__u8 direction;
+	const struct pc_flow *flow;
+
+	if (pc_flow_key_from_quoted(pkt, &key, &direction) < 0)
+		return pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW);
+	flow = pc_state_flow_lookup(&key);
+	if (!flow || flow->verdict != PC_VERDICT_ALLOW)
+		return pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW);
+	return pc_pass();
+}
+
+static __always_inline void pc_account(struct pc_flow *flow, __u8 direction, __u32 len, __u8 tcp_flags)
+{
+	const __u8 d = direction & 1;
+
+	__sync_fetch_and_add(&flow->packets[d], 1);
+	__sync_fetch_and_add(&flow->bytes[d], len);
+	flow->last_seen_ns = pc_state_now_ns();
+	if ((flow->tcp_flags[d] | tcp_flags) != flow->tcp_flags[d])
+		flow->tcp_flags[d] |= tcp_flags;
+}
+
+/* Decides a flow's first packet from the rules of the top-level scope and of the source's group. */
+static __always_inline struct pc_decision pc_classify(const struct pc_packet *pkt, __u32 scope,
+						       const struct pc_policy_config *config)
+{
+	struct pc_rule_scan scan;
+	struct pc_flow_facts facts = {.l4_bit = pc_l4_bit_of(pkt->family, pkt->proto)};
+
+	facts.port = (facts.l4_bit & (PC_L4_ICMP | PC_L4_ICMPV6)) ? pkt->icmp_type : pkt->dport;
+	pc_rule_scan_init(&scan);
+	pc_rule_scan_add(&scan, pc_state_dst_rules(PC_SCOPE_TOP_LEVEL, pkt), &facts);
+	pc_rule_scan_add(&scan, pc_state_name_rules(PC_SCOPE_TOP_LEVEL), &facts);
+	if (scope != PC_SCOPE_TOP_LEVEL) {
+		pc_rule_scan_add(&scan, pc_state_dst_rules(scope, pkt), &facts);
+		pc_rule_scan_add(&scan, pc_state_name_rules(scope), &facts);
+	}
+	return pc_decide(&scan, &facts, config->default_action);
+}
+
+static __always_inline void pc_emit(const struct pc_packet *pkt, const struct pc_flow *flow)
+{
+	struct pc_verdict_event event;
+
+	__builtin_memset(&event, 0, sizeof(event));
+	event.timestamp_ns = flow->first_seen_ns;
+	event.src = pkt->src;
+	event.dst = pkt->dst;
+	event.sport = pkt->sport;
+	event.dport = (pkt->proto == 1 || pkt->proto == 58) ? pkt->icmp_type : pkt->dport;
+	event.family = pkt->family;
+	event.proto = pkt->proto;
+	event.verdict = flow->verdict;
+	event.reason = flow->reason;
+	event.rule_id = flow->rule_id;
+	event.scope = flow->scope;
+	event.generation = flow->generation;
+	pc_state_emit_verdict(&event);
+}
+
+static __always_inline struct pc_outcome pc_new_flow(const struct pc_packet *pkt, const struct pc_flow_key *key,
+						     __u8 direction, __u32 len)
+{
+	const struct pc_policy_config *config = pc_state_config();
+	struct pc_flow flow;
+	struct pc_decision decision;
+	struct pc_flow *stored;
+	__u32 scope;
+
+	if (!config)
+		return pc_drop(PC_DROP_DENIED_BY_DEFAULT);
+	scope = pc_state_source_scope(pkt);
+	if (config->mode == PC_MODE_GATEWAY && scope == PC_SCOPE_TOP_LEVEL)
+		return pc_drop(PC_DROP_SOURCE_NOT_IN_GROUP); /* spoofed: no flow entry, no table exhaustion */
+
+	decision = pc_classify(pkt, scope, config);
+	__builtin_memset(&flow, 0, sizeof(flow));
+	flow.first_seen_ns = pc_state_now_ns();
+	flow.last_seen_ns = flow.first_seen_ns;
+	flow.rule_id = decision.rule_id;
+	flow.reason = decision.reason;
+	flow.scope = scope;
+	flow.generation = config->generation;
+	flow.verdict = decision.verdict;
+	flow.initiator = direction;
+	stored = pc_state_flow_insert(key, &flow);
+	if (stored)
+		pc_account(stored, direction, len, pkt->tcp_flags);
+	pc_state_count(PC_COUNTER_NEW_FLOW);
+	pc_emit(pkt, &flow);
+	pc_remember_first_fragment(pkt, decision.verdict, decision.reason);
+	if (decision.verdict == PC_VERDICT_ALLOW)
+		return pc_pass();
+	return pc_refuse(decision.verdict, decision.reason);
+}
+
+/* Packets that pass without rules (not IP, neighbour discovery) or that follow another packet's verdict
+ * (later fragments, ICMP errors). Returns 1 when `out` holds the outcome. */
+static __always_inline int pc_datapath_common(const struct pc_packet *pkt, struct pc_outcome *out)
+{
+	if (pkt->family == PC_FAMILY_NONE || pc_is_neighbour_discovery(pkt)) {
+		*out = pc_pass();
+		return 1;
+	}
+	if (pkt->is_fragment && !pkt->is_first_fragment) {
+		*out = pc_follow_first_fragment(pkt);
+		return 1;
+	}
+	if (pkt->inner_family != PC_FAMILY_NONE) {
+		*out = pc_follow_quoted_flow(pkt);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_packet *pkt, __u32 len)
+{
+	struct pc_outcome out;
+	struct pc_flow_key key;
+	struct pc_flow *flow;
+	__u8 direction;
+
+	if (pc_datapath_common(pkt, &out))
+		return out;
+	/* After pc_datapath_common, a later fragment was the only IP packet without a tuple of its own. */
+	if (pc_flow_key_from_packet(pkt, &key, &direction) < 0)
+		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
+	flow = pc_state_flow_lookup(&key);
+	if (!flow)
+		return pc_new_flow(pkt, &key, direction, len);
+	pc_account(flow, direction, len, pkt->tcp_flags);
+	pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
+	if (flow->verdict == PC_VERDICT_ALLOW)
+		return pc_pass();
+	return pc_refuse(flow->verdict, flow->reason);
+}
+
+static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_packet *pkt, __u32 len)
+{
+	const struct pc_policy_config *config;
+	struct pc_outcome out;
+	struct pc_flow_key key;
+	struct pc_flow *flow;
+	__u8 direction;
+
+	if (pc_datapath_common(pkt, &out))
+		return out;
+	/* After pc_datapath_common, a later fragment was the only IP packet without a tuple of its own. */
+	if (pc_flow_key_from_packet(pkt, &key, &direction) < 0)
+		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
+	flow = pc_state_flow_lookup(&key);
+	if (flow) {
+		pc_account(flow, direction, len, pkt->tcp_flags);
+		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
+		if (flow->verdict == PC_VERDICT_ALLOW)
+			return pc_pass();
+		return pc_drop(flow->reason);
+	}
+	config = pc_state_config();
+	if (!config || config->mode == PC_MODE_GATEWAY)
+		return pc_drop(PC_DROP_UNSOLICITED_INBOUND);
+
+	/* Host mode: a flow started from outside (a connection to a service of this host) is not egress;
+	 * it is allowed, and the host's replies find it. */
+	struct pc_flow inbound;
+
+	__builtin_memset(&inbound, 0, sizeof(inbound));
+	inbound.first_seen_ns = pc_state_now_ns();
+	inbound.last_seen_ns = inbound.first_seen_ns;
+	inbound.rule_id = PC_RULE_NONE;
+	inbound.generation = config->generation;
+	inbound.verdict = PC_VERDICT_ALLOW;
+	inbound.initiator = direction;
+	flow = pc_state_flow_insert(&key, &inbound);
+	if (flow)
+		pc_account(flow, direction, len, pkt->tcp_flags);
+	pc_remember_first_fragment(pkt, PC_VERDICT_ALLOW, PC_DROP_NONE);
+	return pc_pass();
+}
+
+#endif
