@@ -10,6 +10,7 @@
  * The build provides the state through these functions (maps.h in BPF; the replay tables in userspace):
  *   struct pc_flow *pc_state_flow_lookup(const struct pc_flow_key *key);
  *   struct pc_flow *pc_state_flow_insert(const struct pc_flow_key *key, const struct pc_flow *flow);
+ *   void pc_state_flow_delete(const struct pc_flow_key *key);
  *   const struct pc_frag *pc_state_frag_lookup(const struct pc_frag_key *key);
  *   void pc_state_frag_insert(const struct pc_frag_key *key, const struct pc_frag *frag);
  *   __u32 pc_state_source_scope(const struct pc_packet *pkt);        source -> scope, 0 for none
@@ -258,6 +259,16 @@ static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_pack
 	if (pc_flow_key_from_packet(pkt, &key, &direction) < 0)
 		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
 	flow = pc_state_flow_lookup(&key);
+	if (flow && flow->verdict != PC_VERDICT_ALLOW) {
+		/* A flow refused under an older policy is decided again under the new one: a reload that
+		 * opens it takes effect for its next packet. (Revoking allowed flows is the daemon's job.) */
+		const struct pc_policy_config *config = pc_state_config();
+
+		if (config && config->generation != flow->generation) {
+			pc_state_flow_delete(&key);
+			flow = 0;
+		}
+	}
 	if (!flow)
 		return pc_new_flow(pkt, &key, direction, len);
 	pc_account(flow, direction, len, pkt->tcp_flags);

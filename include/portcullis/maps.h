@@ -123,6 +123,11 @@ static __always_inline struct pc_flow *pc_state_flow_insert(const struct pc_flow
 	return bpf_map_lookup_elem(&pc_flows, key);
 }
 
+static __always_inline void pc_state_flow_delete(const struct pc_flow_key *key)
+{
+	bpf_map_delete_elem(&pc_flows, key);
+}
+
 static __always_inline const struct pc_frag *pc_state_frag_lookup(const struct pc_frag_key *key)
 {
 	return bpf_map_lookup_elem(&pc_frags, key);
