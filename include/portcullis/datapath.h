@@ -146,8 +146,11 @@ static __always_inline void pc_account(struct pc_flow *flow, __u8 direction, __u
 {
 	const __u8 d = direction & 1;
 
-	__sync_fetch_and_add(&flow->packets[d], 1);
-	__sync_fetch_and_add(&flow->bytes[d], len);
+	/* Plain adds, not atomic ones: the two locked adds cost 45 ns per packet, twice the rest of the
+	 * established path. A direction's packets come in on one CPU (one queue per flow), so a lost count
+	 * needs one flow's same-direction packets on two CPUs at the same instant. */
+	flow->packets[d] += 1;
+	flow->bytes[d] += len;
 	flow->last_seen_ns = pc_state_now_ns();
 	if ((flow->tcp_flags[d] | tcp_flags) != flow->tcp_flags[d])
 		flow->tcp_flags[d] |= tcp_flags;
