@@ -12,5 +12,6 @@ using Runner = std::function<int()>;
 
 Runner add_check_command(CLI::App& app);
 Runner add_explain_command(CLI::App& app);
+Runner add_run_command(CLI::App& app);
 
 }  // namespace portcullis::cli

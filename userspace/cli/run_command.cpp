@@ -1,0 +1,383 @@
+// `portcullis run`: loads the data plane, writes the policy into it, attaches it, and logs verdicts until a
+// signal: SIGHUP reloads the policy, SIGTERM and SIGINT take everything off again. SIGKILL leaves the programs
+// attached and the maps pinned (fail closed); the next `run` on the same pin directory adopts both.
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "dataplane/attacher.h"
+#include "dataplane/bpf_objects.h"
+#include "dataplane/counters.h"
+#include "dataplane/policy_map_writer.h"
+#include "dataplane/policy_tables.h"
+#include "dataplane/verdict_log.h"
+#include "policy/compiled_policy.h"
+#include "policy/policy_loader.h"
+
+namespace portcullis::cli {
+namespace {
+
+using dataplane::Attacher;
+using dataplane::BpfObjects;
+using dataplane::PolicyMapWriter;
+using Json = nlohmann::ordered_json;
+
+struct RunOptions {
+  std::string policy_path;
+  std::string mode;
+  std::vector<std::string> inside;
+  std::vector<std::string> outside;
+  std::vector<std::string> ifaces;
+  std::string log;
+  std::string pin_dir = "/sys/fs/bpf/portcullis";
+  uint32_t flow_table_size = 0;
+};
+
+// Where the JSON lines go: stderr by default, stdout for "-", else a file (appended to). Every line is
+// flushed at once: the log is what tests and operators follow live.
+class JsonLog {
+ public:
+  explicit JsonLog(const std::string& target) {
+    if (target.empty()) {
+      out_ = stderr;
+    } else if (target == "-") {
+      out_ = stdout;
+    } else {
+      out_ = std::fopen(target.c_str(), "a");
+      if (out_ == nullptr) throw std::runtime_error("cannot open the log " + target + ": " + std::strerror(errno));
+      owned_ = true;
+    }
+  }
+  ~JsonLog() {
+    if (owned_) std::fclose(out_);
+  }
+  JsonLog(const JsonLog&) = delete;
+  JsonLog& operator=(const JsonLog&) = delete;
+
+  void write(const Json& line) {
+    const std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+    (void)std::fwrite(text.data(), 1, text.size(), out_);
+    (void)std::fflush(out_);
+  }
+
+ private:
+  std::FILE* out_ = nullptr;
+  bool owned_ = false;
+};
+
+struct LoadedPolicy {
+  std::shared_ptr<const policy::CompiledPolicy> compiled;
+  std::vector<std::string> errors;
+  std::vector<std::string> warnings;
+};
+
+LoadedPolicy load(const std::string& path) {
+  LoadedPolicy loaded;
+  policy::LoadResult result = policy::load_policy_file(path);
+  for (const policy::Diagnostic& diagnostic : result.diagnostics) {
+    (diagnostic.severity == policy::Diagnostic::Severity::error ? loaded.errors : loaded.warnings)
+        .push_back(policy::format_diagnostic(path, diagnostic));
+  }
+  if (result.policy) loaded.compiled = policy::compile_policy(std::move(*result.policy));
+  return loaded;
+}
+
+std::optional<std::string> check_interfaces(const RunOptions& options, policy::Mode mode) {
+  if (mode == policy::Mode::gateway) {
+    if (!options.ifaces.empty()) return "--iface is for host mode; gateway mode takes --inside and --outside";
+    if (options.inside.empty() || options.outside.empty()) return "gateway mode needs --inside and --outside";
+  } else {
+    if (!options.inside.empty() || !options.outside.empty()) {
+      return "--inside and --outside are for gateway mode; host mode takes --iface";
+    }
+    if (options.ifaces.empty()) return "host mode needs --iface";
+  }
+  std::set<std::string> seen;
+  for (const auto* list : {&options.inside, &options.outside, &options.ifaces}) {
+    for (const std::string& iface : *list) {
+      if (iface.empty()) return "an empty interface name";
+      if (!seen.insert(iface).second) return "interface " + iface + " is named twice";
+    }
+  }
+  return std::nullopt;
+}
+
+Json string_array(const std::vector<std::string>& items) {
+  Json array = Json::array();
+  for (const std::string& item : items) array.push_back(item);
+  return array;
+}
+
+class RunCommand {
+ public:
+  explicit RunCommand(RunOptions options)
+      : options_(std::move(options)),
+        mode_(options_.mode == "host" ? policy::Mode::host : policy::Mode::gateway) {}
+
+  int run() {
+    if (const auto problem = check_interfaces(options_, mode_)) {
+      std::cerr << "portcullis run: " << *problem << '\n';
+      return 2;
+    }
+    // Blocked before anything is attached: a signal during start-up waits for the loop, which then cleans up.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int signal : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, signal);
+    if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) return fail_start("cannot block signals");
+    ::signal(SIGPIPE, SIG_IGN);
+
+    LoadedPolicy loaded = load(options_.policy_path);
+    for (const std::string& line : loaded.warnings) std::cerr << line << '\n';
+    for (const std::string& line : loaded.errors) std::cerr << line << '\n';
+    if (!loaded.compiled) {
+      std::cerr << options_.policy_path << ": " << loaded.errors.size() << " error(s); nothing was loaded\n";
+      return 1;
+    }
+    try {
+      log_ = std::make_unique<JsonLog>(options_.log);
+      start(loaded.compiled);
+    } catch (const std::exception& e) {
+      return fail_start(e.what());
+    }
+    return serve(signals);
+  }
+
+ private:
+  void start(std::shared_ptr<const policy::CompiledPolicy> compiled) {
+    if (mode_ == policy::Mode::gateway && compiled->policy().groups.empty()) {
+      std::cerr << "portcullis run: warning: gateway mode with a policy without groups: every source is in no "
+                   "group, so everything from the inside is dropped\n";
+    }
+    dataplane::PolicyTables tables = dataplane::build_policy_tables(*compiled, mode_, 0);
+    dataplane::BpfObjectsOptions object_options;
+    object_options.pin_dir = options_.pin_dir;
+    object_options.flow_table_entries = options_.flow_table_size;
+    object_options.min_rule_sets = PolicyMapWriter::capacity_needed(tables.rule_sets.size());
+    objects_ = BpfObjects::load(object_options);
+    if (!objects_->warning().empty()) std::cerr << "portcullis run: warning: " << objects_->warning() << '\n';
+
+    writer_ = std::make_unique<PolicyMapWriter>(objects_->policy_maps(), objects_->rule_set_capacity());
+    write_policy(compiled, tables);
+    if (tables.overflowing_rule_sets != 0) {
+      std::cerr << "portcullis run: warning: " << tables.overflowing_rule_sets
+                << " rule set(s) have more rules than the data plane holds per prefix; flows they decide are "
+                   "denied as needs-l7\n";
+    }
+
+    events_ = std::make_unique<dataplane::VerdictEventReader>(
+        objects_->events_map(), [this](const pc_verdict_event& event) {
+          log_->write(dataplane::verdict_json(event, generations_.find(event.generation), clock_.iso8601(event.timestamp_ns)));
+        });
+    counters_ = std::make_unique<dataplane::CounterReader>(objects_->counters_map());
+
+    attacher_ = std::make_unique<Attacher>(objects_->map_ids());
+    for (const dataplane::PlannedAttachment& planned :
+         dataplane::plan_attachments(mode_, mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces,
+                                     options_.outside)) {
+      attacher_->attach(planned.iface, planned.point, program_fd(planned.program));
+    }
+    log_ready(*compiled);
+  }
+
+  int program_fd(dataplane::DataPlaneProgram program) const {
+    switch (program) {
+      case dataplane::DataPlaneProgram::inside:
+        return objects_->inside_program();
+      case dataplane::DataPlaneProgram::outside:
+        return objects_->outside_program();
+      case dataplane::DataPlaneProgram::xdp:
+        return objects_->xdp_program();
+    }
+    return -1;
+  }
+
+  // Writes `tables` as the next generation.
+  void write_policy(const std::shared_ptr<const policy::CompiledPolicy>& compiled, dataplane::PolicyTables& tables) {
+    uint32_t generation = writer_->current_generation() + 1;
+    if (generation == 0) generation = 1;  // 0 means "never written"
+    tables.config.generation = generation;
+    writer_->write(tables);
+    generations_.add(generation, compiled);
+    generation_ = generation;
+  }
+
+  // A failed start takes off what it added. What a previous daemon left stays: it is still enforcing.
+  int fail_start(const std::string& message) {
+    std::cerr << "portcullis run: " << message << '\n';
+    if (attacher_) {
+      const std::string problems = attacher_->detach_new();
+      if (!problems.empty()) std::cerr << "portcullis run: " << problems;
+    }
+    if (objects_ && !objects_->adopted()) {
+      const std::string problems = objects_->unpin();
+      if (!problems.empty()) std::cerr << "portcullis run: " << problems;
+    }
+    return 1;
+  }
+
+  void log_ready(const policy::CompiledPolicy& compiled) {
+    Json ready;
+    ready["event"] = "ready";
+    ready["ts"] = dataplane::WallClock::now_iso8601();
+    ready["mode"] = mode_ == policy::Mode::gateway ? "gateway" : "host";
+    if (mode_ == policy::Mode::gateway) {
+      ready["inside"] = string_array(options_.inside);
+      ready["outside"] = string_array(options_.outside);
+    } else {
+      ready["ifaces"] = string_array(options_.ifaces);
+    }
+    ready["policy"] = options_.policy_path;
+    ready["rules"] = compiled.rules().size();
+    ready["groups"] = compiled.policy().groups.size();
+    ready["generation"] = generation_;
+    ready["pin_dir"] = objects_->pin_dir();
+    ready["adopted"] = objects_->adopted();
+    ready["flow_table_entries"] = objects_->flow_table_capacity();
+    Json attached = Json::array();
+    for (const dataplane::Attachment& attachment : attacher_->attachments()) {
+      Json item;
+      item["iface"] = attachment.iface;
+      item["hook"] = to_string(attachment.point);
+      item["prog_id"] = attachment.prog_id;
+      if (attachment.point == dataplane::AttachPoint::xdp) {
+        item["xdp_mode"] = dataplane::xdp_mode_name(attachment);
+      }
+      item["replaced"] = attachment.replaced;
+      attached.push_back(std::move(item));
+    }
+    ready["attached"] = std::move(attached);
+    log_->write(ready);
+  }
+
+  int serve(const sigset_t& signals) {
+    const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+    const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (signal_fd < 0 || epoll_fd < 0) return stop("setting up the event loop failed: " + std::string(std::strerror(errno)));
+    epoll_event watch{};
+    watch.events = EPOLLIN;
+    watch.data.fd = signal_fd;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, signal_fd, &watch);
+    watch.data.fd = events_->fd();
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, events_->fd(), &watch);
+
+    for (;;) {
+      epoll_event ready[4];
+      const int n = ::epoll_wait(epoll_fd, ready, 4, -1);
+      if (n < 0 && errno != EINTR) return stop("epoll: " + std::string(std::strerror(errno)));
+      for (int i = 0; i < n; ++i) {
+        if (ready[i].data.fd != signal_fd) {
+          clock_ = dataplane::WallClock();
+          events_->consume();
+          continue;
+        }
+        signalfd_siginfo info{};
+        if (::read(signal_fd, &info, sizeof(info)) != static_cast<ssize_t>(sizeof(info))) continue;
+        if (info.ssi_signo == SIGHUP) {
+          reload();
+        } else {
+          ::close(epoll_fd);
+          ::close(signal_fd);
+          return stop(info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        }
+      }
+    }
+  }
+
+  void reload() {
+    LoadedPolicy loaded = load(options_.policy_path);
+    Json line;
+    line["event"] = "reload";
+    line["ts"] = dataplane::WallClock::now_iso8601();
+    line["policy"] = options_.policy_path;
+    if (loaded.compiled) {
+      try {
+        dataplane::PolicyTables tables = dataplane::build_policy_tables(*loaded.compiled, mode_, 0);
+        write_policy(loaded.compiled, tables);
+      } catch (const std::exception& e) {
+        loaded.errors.push_back(e.what());
+      }
+    }
+    line["ok"] = loaded.errors.empty();
+    if (loaded.errors.empty()) {
+      line["generation"] = generation_;
+      line["rules"] = loaded.compiled->rules().size();
+      line["groups"] = loaded.compiled->policy().groups.size();
+    } else {
+      line["errors"] = string_array(loaded.errors);
+      line["running_generation"] = generation_;
+    }
+    line["warnings"] = string_array(loaded.warnings);
+    log_->write(line);
+  }
+
+  // Drains the verdicts still waiting, takes every program off and removes the pins.
+  int stop(const std::string& why) {
+    events_->consume();
+    Json line;
+    line["event"] = "stopped";
+    line["ts"] = dataplane::WallClock::now_iso8601();
+    line["why"] = why;
+    try {
+      line["counters"] = dataplane::counters_json(counters_->read());
+    } catch (const std::exception& e) {
+      line["counters"] = nullptr;
+    }
+    std::string problems = attacher_->detach_all();
+    events_.reset();
+    problems += objects_->unpin();
+    objects_.reset();
+    line["ok"] = problems.empty();
+    if (!problems.empty()) line["problems"] = problems;
+    log_->write(line);
+    return problems.empty() ? 0 : 1;
+  }
+
+  RunOptions options_;
+  policy::Mode mode_;
+  std::unique_ptr<JsonLog> log_;
+  std::unique_ptr<BpfObjects> objects_;
+  std::unique_ptr<PolicyMapWriter> writer_;
+  std::unique_ptr<dataplane::VerdictEventReader> events_;
+  std::unique_ptr<dataplane::CounterReader> counters_;
+  std::unique_ptr<Attacher> attacher_;
+  dataplane::PolicyGenerations generations_;
+  dataplane::WallClock clock_;
+  uint32_t generation_ = 0;
+};
+
+}  // namespace
+
+Runner add_run_command(CLI::App& app) {
+  auto options = std::make_shared<RunOptions>();
+  CLI::App* command = app.add_subcommand("run", "Enforce a policy: load the data plane, attach it, log verdicts");
+  command->add_option("--policy", options->policy_path, "policy file (YAML)")->required();
+  command->add_option("--mode", options->mode, "gateway (route for sandboxes) or host (guard this host)")
+      ->required()
+      ->check(CLI::IsMember({"gateway", "host"}));
+  command->add_option("--inside", options->inside, "gateway: interfaces facing the sandboxes")->delimiter(',');
+  command->add_option("--outside", options->outside, "gateway: interfaces facing the outside")->delimiter(',');
+  command->add_option("--iface", options->ifaces, "host: the uplinks")->delimiter(',');
+  command->add_option("--log", options->log, "JSON lines to FILE (appended), or - for stdout (default: stderr)");
+  command->add_option("--pin-dir", options->pin_dir, "bpffs directory of the pinned maps (default /sys/fs/bpf/portcullis)");
+  command->add_option("--flow-table-size", options->flow_table_size,
+                      "flow table entries when it is created (default 262144; an adopted table keeps its size)")
+      ->check(CLI::Range(1024u, 1u << 26));
+  return [options]() { return RunCommand(*options).run(); };
+}
+
+}  // namespace portcullis::cli
