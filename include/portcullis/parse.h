@@ -6,7 +6,9 @@
  * One style throughout: a cursor holds an offset into [data, data_end), one small function per header
  * asks pc_cursor_peek() for the header's bytes and advances past them. pc_cursor_peek() is the only
  * place packet bytes are bounds-checked, so every read has the check the verifier needs right before
- * it. Loops have constant bounds (the verifier walks each iteration).
+ * it. Loops have constant bounds: the verifier walks every iteration, and a program that inlines
+ * pc_parse_packet pays about 150k of its 1M verified instructions for it, mostly the three VLAN layouts
+ * times the IPv6 extension walks (see pc_walk_ipv6_extensions for what keeps that linear).
  *
  * Two lengths bound a header: the bytes present (data_end) and what the IP header declares. They fail
  * with different reasons: a header past data_end is truncated; a header longer than the IP length
