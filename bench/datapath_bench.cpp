@@ -98,7 +98,13 @@ void BM_NewFlow(benchmark::State& state) {
   // Every run is a flow's first packet: a source port not seen before.
   for (auto _ : state) state.SetIterationTime(path->run_ns(tcp_frame(v6, sport++), 1) * 1e-9);
 }
-BENCHMARK(BM_NewFlow)->Args({10000, 4})->Args({10000, 6})->Args({100000, 4})->Args({100000, 6})->UseManualTime()->Iterations(5000);
+BENCHMARK(BM_NewFlow)
+    ->Args({10000, 4})
+    ->Args({10000, 6})
+    ->Args({100000, 4})
+    ->Args({100000, 6})
+    ->UseManualTime()
+    ->Iterations(5000);
 
 }  // namespace
 

@@ -140,7 +140,8 @@ bool ipv6_checksum_ok(const Bytes& frame) {
 pc_flow_key key_of(const char* a, uint16_t a_port, const char* b, uint16_t b_port, uint8_t proto) {
   // The same canonical order as packet.h: the numerically lower endpoint first.
   pc_flow_key key{};
-  union pc_addr x{}, y{};
+  union pc_addr x {
+  }, y{};
   const bool v6 = std::strchr(a, ':') != nullptr;
   inet_pton(v6 ? AF_INET6 : AF_INET, a, x.bytes);
   inet_pton(v6 ? AF_INET6 : AF_INET, b, y.bytes);
@@ -317,11 +318,11 @@ TEST_F(KernelDataPath, LaterFragmentsFollowTheirFirstFragment) {
 
 TEST_F(KernelDataPath, ArpAndNeighbourDiscoveryPassWithoutRules) {
   EXPECT_EQ(inside(PacketBuilder().arp().frame()).retval, static_cast<uint32_t>(TC_ACT_OK));
-  const Bytes solicitation = PacketBuilder()
-                                 .ipv6({.src = ipv6_address("fd88:1::2"), .dst = ipv6_address("ff02::1:ff00:1"),
-                                        .hop_limit = 255})
-                                 .icmp({.type = test::kIcmpv6NeighborSolicitation, .body = Bytes(20, 0)})
-                                 .frame();
+  const Bytes solicitation =
+      PacketBuilder()
+          .ipv6({.src = ipv6_address("fd88:1::2"), .dst = ipv6_address("ff02::1:ff00:1"), .hop_limit = 255})
+          .icmp({.type = test::kIcmpv6NeighborSolicitation, .body = Bytes(20, 0)})
+          .frame();
   EXPECT_EQ(inside(solicitation).retval, static_cast<uint32_t>(TC_ACT_OK));
   EXPECT_EQ(outside(solicitation).retval, static_cast<uint32_t>(TC_ACT_OK));
 }
@@ -348,7 +349,8 @@ TEST_F(KernelDataPath, AReloadThatOpensADeniedFlowTakesEffectOnItsNextPacket) {
   const Bytes syn = tcp4("10.88.1.2", "198.18.0.10", 40016, 9000);
   EXPECT_EQ(inside(syn).retval, static_cast<uint32_t>(kTcActRedirect));
   std::string opened = kPolicy;
-  opened.replace(opened.find("rules:\n"), 7, "rules:\n  - {name: opened, dst: 198.18.0.10, proto: tcp, ports: [9000]}\n");
+  opened.replace(opened.find("rules:\n"), 7,
+                 "rules:\n  - {name: opened, dst: 198.18.0.10, proto: tcp, ports: [9000]}\n");
   write_policy(opened, policy::Mode::gateway);
   EXPECT_EQ(inside(syn).retval, static_cast<uint32_t>(TC_ACT_OK));
   pc_flow flow{};
