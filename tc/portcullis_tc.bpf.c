@@ -37,7 +37,10 @@ static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_
 		if (pc_reject(skb, pkt, egress) == 0) {
 			pc_state_count(PC_COUNTER_REJECT_SENT);
 			/* Back where it came from: to the client's interface (gateway), or up the local stack
-			 * (host, where the packet was leaving). */
+			 * (host, where the packet was leaving). Up the stack it meets portcullis_outside, which
+			 * would take it for a packet of the denied flow: the mark lets it through. */
+			if (egress)
+				skb->mark = PC_REJECT_MARK;
 			return bpf_redirect(ifindex, egress ? BPF_F_INGRESS : 0);
 		}
 		pc_state_count(PC_COUNTER_REJECT_UNSUPPORTED);
@@ -68,6 +71,13 @@ int portcullis_outside(struct __sk_buff *skb)
 {
 	const __u32 len = skb->len;
 	struct pc_packet pkt;
+
+	/* A reject portcullis_inside sent up the stack (host mode). Marks never arrive from the wire: the
+	 * kernel clears them when a packet crosses into another network namespace or comes from a device. */
+	if (skb->mark == PC_REJECT_MARK) {
+		skb->mark = 0;
+		return TC_ACT_OK;
+	}
 	enum pc_drop_reason reason = pc_parse_skb(skb, &pkt);
 
 	if (reason != PC_DROP_NONE) {
