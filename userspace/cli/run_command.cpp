@@ -1,6 +1,7 @@
 // `portcullis run`: loads the data plane, writes the policy into it, attaches it, and logs verdicts until a
 // signal: SIGHUP reloads the policy, SIGTERM and SIGINT take everything off again. SIGKILL leaves the programs
 // attached and the maps pinned (fail closed); the next `run` on the same pin directory adopts both.
+#include <net/if.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -64,7 +65,7 @@ class JsonLog {
     }
   }
   ~JsonLog() {
-    if (owned_) std::fclose(out_);
+    if (owned_) (void)std::fclose(out_);
   }
   JsonLog(const JsonLog&) = delete;
   JsonLog& operator=(const JsonLog&) = delete;
@@ -112,6 +113,7 @@ std::optional<std::string> check_interfaces(const RunOptions& options, policy::M
     for (const std::string& iface : *list) {
       if (iface.empty()) return "an empty interface name";
       if (!seen.insert(iface).second) return "interface " + iface + " is named twice";
+      if (::if_nametoindex(iface.c_str()) == 0) return "interface " + iface + ": " + std::strerror(errno);
     }
   }
   return std::nullopt;
@@ -126,8 +128,7 @@ Json string_array(const std::vector<std::string>& items) {
 class RunCommand {
  public:
   explicit RunCommand(RunOptions options)
-      : options_(std::move(options)),
-        mode_(options_.mode == "host" ? policy::Mode::host : policy::Mode::gateway) {}
+      : options_(std::move(options)), mode_(options_.mode == "host" ? policy::Mode::host : policy::Mode::gateway) {}
 
   int run() {
     if (const auto problem = check_interfaces(options_, mode_)) {
@@ -139,7 +140,7 @@ class RunCommand {
     sigemptyset(&signals);
     for (int signal : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, signal);
     if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) return fail_start("cannot block signals");
-    ::signal(SIGPIPE, SIG_IGN);
+    (void)::signal(SIGPIPE, SIG_IGN);  // a log on a closed pipe must not kill the firewall
 
     LoadedPolicy loaded = load(options_.policy_path);
     for (const std::string& line : loaded.warnings) std::cerr << line << '\n';
@@ -158,7 +159,7 @@ class RunCommand {
   }
 
  private:
-  void start(std::shared_ptr<const policy::CompiledPolicy> compiled) {
+  void start(const std::shared_ptr<const policy::CompiledPolicy>& compiled) {
     if (mode_ == policy::Mode::gateway && compiled->policy().groups.empty()) {
       std::cerr << "portcullis run: warning: gateway mode with a policy without groups: every source is in no "
                    "group, so everything from the inside is dropped\n";
@@ -179,16 +180,16 @@ class RunCommand {
                    "denied as needs-l7\n";
     }
 
-    events_ = std::make_unique<dataplane::VerdictEventReader>(
-        objects_->events_map(), [this](const pc_verdict_event& event) {
-          log_->write(dataplane::verdict_json(event, generations_.find(event.generation), clock_.iso8601(event.timestamp_ns)));
+    events_ =
+        std::make_unique<dataplane::VerdictEventReader>(objects_->events_map(), [this](const pc_verdict_event& event) {
+          log_->write(
+              dataplane::verdict_json(event, generations_.find(event.generation), clock_.iso8601(event.timestamp_ns)));
         });
     counters_ = std::make_unique<dataplane::CounterReader>(objects_->counters_map());
 
     attacher_ = std::make_unique<Attacher>(objects_->map_ids());
-    for (const dataplane::PlannedAttachment& planned :
-         dataplane::plan_attachments(mode_, mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces,
-                                     options_.outside)) {
+    for (const dataplane::PlannedAttachment& planned : dataplane::plan_attachments(
+             mode_, mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces, options_.outside)) {
       attacher_->attach(planned.iface, planned.point, program_fd(planned.program));
     }
     log_ready(*compiled);
@@ -267,7 +268,8 @@ class RunCommand {
   int serve(const sigset_t& signals) {
     const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
     const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
-    if (signal_fd < 0 || epoll_fd < 0) return stop("setting up the event loop failed: " + std::string(std::strerror(errno)));
+    if (signal_fd < 0 || epoll_fd < 0)
+      return stop("setting up the event loop failed: " + std::string(std::strerror(errno)));
     epoll_event watch{};
     watch.events = EPOLLIN;
     watch.data.fd = signal_fd;
@@ -373,9 +375,11 @@ Runner add_run_command(CLI::App& app) {
   command->add_option("--outside", options->outside, "gateway: interfaces facing the outside")->delimiter(',');
   command->add_option("--iface", options->ifaces, "host: the uplinks")->delimiter(',');
   command->add_option("--log", options->log, "JSON lines to FILE (appended), or - for stdout (default: stderr)");
-  command->add_option("--pin-dir", options->pin_dir, "bpffs directory of the pinned maps (default /sys/fs/bpf/portcullis)");
-  command->add_option("--flow-table-size", options->flow_table_size,
-                      "flow table entries when it is created (default 262144; an adopted table keeps its size)")
+  command->add_option("--pin-dir", options->pin_dir,
+                      "bpffs directory of the pinned maps (default /sys/fs/bpf/portcullis)");
+  command
+      ->add_option("--flow-table-size", options->flow_table_size,
+                   "flow table entries when it is created (default 262144; an adopted table keeps its size)")
       ->check(CLI::Range(1024u, 1u << 26));
   return [options]() { return RunCommand(*options).run(); };
 }

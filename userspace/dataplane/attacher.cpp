@@ -80,7 +80,8 @@ std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::ve
       plan.push_back({iface, AttachPoint::xdp, DataPlaneProgram::xdp});
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::inside});
     }
-    for (const std::string& iface : outside) plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::outside});
+    for (const std::string& iface : outside)
+      plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::outside});
   } else {
     for (const std::string& iface : inside) {
       plan.push_back({iface, AttachPoint::tc_egress, DataPlaneProgram::inside});
@@ -147,14 +148,15 @@ Attachment Attacher::attach_xdp(Attachment attachment) {
                                  : bpf_xdp_attach(attachment.ifindex, attachment.prog_fd,
                                                   XDP_FLAGS_REPLACE | attachment.xdp_mode_flag, &replace);
     if (old_fd >= 0) ::close(old_fd);
-    if (error != 0) throw std::runtime_error(where + ": cannot replace the previous daemon's program: " + error_text(error));
+    if (error != 0)
+      throw std::runtime_error(where + ": cannot replace the previous daemon's program: " + error_text(error));
     attachment.replaced = true;
     return attachment;
   }
 
   attachment.xdp_mode_flag = XDP_FLAGS_DRV_MODE;
-  int error = bpf_xdp_attach(attachment.ifindex, attachment.prog_fd,
-                             XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE, nullptr);
+  int error =
+      bpf_xdp_attach(attachment.ifindex, attachment.prog_fd, XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE, nullptr);
   if (error != 0 && error != -EEXIST && error != -EBUSY) {
     attachment.xdp_mode_flag = XDP_FLAGS_SKB_MODE;
     error = bpf_xdp_attach(attachment.ifindex, attachment.prog_fd, XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE,
@@ -181,13 +183,15 @@ Attachment Attacher::attach_tc(Attachment attachment) {
       previous_daemon = true;
       continue;
     }
-    const std::string what = filter.kind == "bpf" ? describe("a BPF filter", filter.bpf_prog_id, present.name)
-                                                  : "a '" + filter.kind + "' filter";
-    throw std::runtime_error(where + ": " + what + " is attached already (priority " + std::to_string(filter.priority) +
-                             ") and is not portcullis's (of this pin directory); portcullis does not run beside or "
-                             "replace it: remove it first (tc filter show dev " + attachment.iface + " " +
-                             (direction == TcDirection::egress ? "egress" : "ingress") +
-                             ") or choose another interface");
+    std::string message = where + ": ";
+    message += filter.kind == "bpf" ? describe("a BPF filter", filter.bpf_prog_id, present.name)
+                                    : "a '" + filter.kind + "' filter";
+    message += " is attached already (priority " + std::to_string(filter.priority) +
+               ") and is not portcullis's (of this pin directory); portcullis does not run beside or replace it: "
+               "remove it first (tc filter show dev ";
+    message += attachment.iface + (direction == TcDirection::egress ? " egress" : " ingress");
+    message += ") or choose another interface";
+    throw std::runtime_error(message);
   }
   LIBBPF_OPTS(bpf_tc_opts, options, .prog_fd = attachment.prog_fd, .flags = previous_daemon ? BPF_TC_F_REPLACE : 0u,
               .handle = kTcHandle, .priority = kTcPriority);
@@ -203,9 +207,9 @@ std::string Attacher::detach(const Attachment& attachment) {
   if (attachment.point == AttachPoint::xdp) {
     // Only while it is still our program: XDP_FLAGS_REPLACE compares before it detaches.
     LIBBPF_OPTS(bpf_xdp_attach_opts, expected, .old_prog_fd = attachment.prog_fd);
-    const int error =
-        bpf_xdp_detach(attachment.ifindex, XDP_FLAGS_REPLACE | attachment.xdp_mode_flag, &expected);
-    if (error != 0 && error != -ENODEV && error != -EEXIST) return where + ": cannot detach: " + error_text(error) + "\n";
+    const int error = bpf_xdp_detach(attachment.ifindex, XDP_FLAGS_REPLACE | attachment.xdp_mode_flag, &expected);
+    if (error != 0 && error != -ENODEV && error != -EEXIST)
+      return where + ": cannot detach: " + error_text(error) + "\n";
     return {};
   }
   bpf_tc_hook hook = tc_hook(attachment.ifindex, attachment.point);

@@ -2,7 +2,9 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -124,6 +126,29 @@ bool size_maps(bpf_object* object, const BpfObjectsOptions& options) {
   return adopted;
 }
 
+// One daemon per pin directory: a second one would write the same maps and take the first one's programs
+// for a dead predecessor's. The lock (flock on the directory) dies with its holder, SIGKILL included.
+int lock_pin_dir(const std::string& pin_dir) {
+  const int fd = ::open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open the pin directory " + pin_dir, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    ::close(fd);
+    if (error == EWOULDBLOCK) {
+      throw std::runtime_error("another portcullis is running with the pin directory " + pin_dir +
+                               "; stop it first (SIGTERM) or give this one its own --pin-dir");
+    }
+    fail("cannot lock the pin directory " + pin_dir, error);
+  }
+  return fd;
+}
+
+bpf_program* program(bpf_object* object, const char* name) {
+  bpf_program* found = bpf_object__find_program_by_name(object, name);
+  if (found == nullptr) throw std::runtime_error(std::string("the BPF objects have no program ") + name);
+  return found;
+}
+
 uint32_t map_id(int fd) {
   bpf_map_info info{};
   uint32_t length = sizeof(info);
@@ -140,14 +165,30 @@ std::unique_ptr<BpfObjects> BpfObjects::load(const BpfObjectsOptions& options) {
   objects->pin_dir_ = options.pin_dir;
   while (objects->pin_dir_.size() > 1 && objects->pin_dir_.back() == '/') objects->pin_dir_.pop_back();
   objects->warning_ = prepare_pin_dir(objects->pin_dir_);
+  objects->lock_fd_ = lock_pin_dir(objects->pin_dir_);
+  try {
+    objects->load_programs(options);
+  } catch (const std::runtime_error&) {
+    // Maps are pinned before the programs load: a failed fresh load leaves nothing behind.
+    if (!objects->adopted_ && objects->tc_ != nullptr) objects->unpin();
+    throw;
+  }
+  libbpf_log().clear();
+  return objects;
+}
 
-  LIBBPF_OPTS(bpf_object_open_opts, open_options, .pin_root_path = objects->pin_dir_.c_str());
-  objects->tc_ = portcullis_tc__open_opts(&open_options);
-  if (objects->tc_ == nullptr) fail("cannot open the TC object", errno);
-  objects->adopted_ = size_maps(objects->tc_->obj, options);
-  if (const int error = portcullis_tc__load(objects->tc_); error != 0) {
+void BpfObjects::load_programs(const BpfObjectsOptions& options) {
+  // The skeletons are used for their embedded ELF only: opening through plain libbpf keeps the generated
+  // open/destroy code (which static analysis misreads) out of the daemon, and every name is checked here.
+  size_t tc_size = 0;
+  const void* tc_elf = portcullis_tc__elf_bytes(&tc_size);
+  LIBBPF_OPTS(bpf_object_open_opts, tc_options, .object_name = "portcullis_tc", .pin_root_path = pin_dir_.c_str());
+  tc_ = bpf_object__open_mem(tc_elf, tc_size, &tc_options);
+  if (tc_ == nullptr) fail("cannot open the TC object", errno);
+  adopted_ = size_maps(tc_, options);
+  if (const int error = bpf_object__load(tc_); error != 0) {
     const bool reuse = libbpf_log_tail().find("reuse pinned map") != std::string::npos;
-    fail(reuse ? "the maps pinned in " + objects->pin_dir_ +
+    fail(reuse ? "the maps pinned in " + pin_dir_ +
                      " do not match this build's layouts (left by another version of portcullis?): stop the "
                      "daemon that uses them with SIGTERM, or remove the directory"
                : std::string("the kernel refused the TC programs"),
@@ -155,63 +196,77 @@ std::unique_ptr<BpfObjects> BpfObjects::load(const BpfObjectsOptions& options) {
   }
 
   // The XDP object finds every map pinned by now and shares the TC object's.
-  objects->xdp_ = portcullis_xdp__open_opts(&open_options);
-  if (objects->xdp_ == nullptr) fail("cannot open the XDP object", errno);
-  size_maps(objects->xdp_->obj, options);
-  if (const int error = portcullis_xdp__load(objects->xdp_); error != 0) {
-    fail("the kernel refused the XDP program", error);
+  size_t xdp_size = 0;
+  const void* xdp_elf = portcullis_xdp__elf_bytes(&xdp_size);
+  LIBBPF_OPTS(bpf_object_open_opts, xdp_options, .object_name = "portcullis_xdp", .pin_root_path = pin_dir_.c_str());
+  xdp_ = bpf_object__open_mem(xdp_elf, xdp_size, &xdp_options);
+  if (xdp_ == nullptr) fail("cannot open the XDP object", errno);
+  size_maps(xdp_, options);
+  if (const int error = bpf_object__load(xdp_); error != 0) fail("the kernel refused the XDP program", error);
+
+  inside_ = program(tc_, "portcullis_inside");
+  outside_ = program(tc_, "portcullis_outside");
+  xdp_program_ = program(xdp_, "portcullis_xdp");
+  for (const char* name : {"pc_flows", "pc_rule_sets", "pc_dst4", "pc_dst6", "pc_src4", "pc_src6", "pc_scopes",
+                           "pc_config", "pc_counters", "pc_events"}) {
+    map(name);
   }
-  libbpf_log().clear();
-  return objects;
 }
 
 BpfObjects::~BpfObjects() {
-  portcullis_xdp__destroy(xdp_);
-  portcullis_tc__destroy(tc_);
+  bpf_object__close(xdp_);
+  bpf_object__close(tc_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+bpf_map* BpfObjects::map(const char* name) const {
+  bpf_map* found = bpf_object__find_map_by_name(tc_, name);
+  if (found == nullptr) throw std::runtime_error(std::string("the TC object has no map ") + name);
+  return found;
 }
 
 int BpfObjects::inside_program() const {
-  return bpf_program__fd(tc_->progs.portcullis_inside);
+  return bpf_program__fd(inside_);
 }
 int BpfObjects::outside_program() const {
-  return bpf_program__fd(tc_->progs.portcullis_outside);
+  return bpf_program__fd(outside_);
 }
 int BpfObjects::xdp_program() const {
-  return bpf_program__fd(xdp_->progs.portcullis_xdp);
+  return bpf_program__fd(xdp_program_);
 }
 
 PolicyMapFds BpfObjects::policy_maps() const {
   PolicyMapFds fds;
-  fds.rule_sets = bpf_map__fd(tc_->maps.pc_rule_sets);
-  fds.dst4 = bpf_map__fd(tc_->maps.pc_dst4);
-  fds.dst6 = bpf_map__fd(tc_->maps.pc_dst6);
-  fds.src4 = bpf_map__fd(tc_->maps.pc_src4);
-  fds.src6 = bpf_map__fd(tc_->maps.pc_src6);
-  fds.scopes = bpf_map__fd(tc_->maps.pc_scopes);
-  fds.config = bpf_map__fd(tc_->maps.pc_config);
+  fds.rule_sets = bpf_map__fd(map("pc_rule_sets"));
+  fds.dst4 = bpf_map__fd(map("pc_dst4"));
+  fds.dst6 = bpf_map__fd(map("pc_dst6"));
+  fds.src4 = bpf_map__fd(map("pc_src4"));
+  fds.src6 = bpf_map__fd(map("pc_src6"));
+  fds.scopes = bpf_map__fd(map("pc_scopes"));
+  fds.config = bpf_map__fd(map("pc_config"));
   return fds;
 }
 
 int BpfObjects::events_map() const {
-  return bpf_map__fd(tc_->maps.pc_events);
+  return bpf_map__fd(map("pc_events"));
 }
 int BpfObjects::counters_map() const {
-  return bpf_map__fd(tc_->maps.pc_counters);
+  return bpf_map__fd(map("pc_counters"));
 }
 int BpfObjects::flows_map() const {
-  return bpf_map__fd(tc_->maps.pc_flows);
+  return bpf_map__fd(map("pc_flows"));
 }
 uint32_t BpfObjects::rule_set_capacity() const {
-  return bpf_map__max_entries(tc_->maps.pc_rule_sets);
+  return bpf_map__max_entries(map("pc_rule_sets"));
 }
 uint32_t BpfObjects::flow_table_capacity() const {
-  return bpf_map__max_entries(tc_->maps.pc_flows);
+  return bpf_map__max_entries(map("pc_flows"));
 }
 
 std::vector<uint32_t> BpfObjects::map_ids() const {
   std::vector<uint32_t> ids;
   bpf_map* map = nullptr;
-  bpf_object__for_each_map(map, tc_->obj) {
+  bpf_object__for_each_map(map, tc_) {
     if (bpf_map__pin_path(map) != nullptr) ids.push_back(map_id(bpf_map__fd(map)));
   }
   return ids;
@@ -220,7 +275,7 @@ std::vector<uint32_t> BpfObjects::map_ids() const {
 std::string BpfObjects::unpin() {
   std::string problems;
   bpf_map* map = nullptr;
-  bpf_object__for_each_map(map, tc_->obj) {
+  bpf_object__for_each_map(map, tc_) {
     const char* pin = bpf_map__pin_path(map);
     if (pin == nullptr) continue;
     if (::unlink(pin) != 0 && errno != ENOENT) {

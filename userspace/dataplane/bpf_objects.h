@@ -8,8 +8,9 @@
 #include <string>
 #include <vector>
 
-struct portcullis_tc;
-struct portcullis_xdp;
+struct bpf_map;
+struct bpf_object;
+struct bpf_program;
 
 namespace portcullis::dataplane {
 
@@ -33,8 +34,9 @@ struct PolicyMapFds {
 
 class BpfObjects {
  public:
-  // Mounts bpffs at /sys/fs/bpf when nothing is mounted there, creates the pin directory, opens and loads
-  // both objects. Throws std::runtime_error saying what failed; a verifier rejection carries the log's tail.
+  // Mounts bpffs at /sys/fs/bpf when nothing is mounted there, creates the pin directory and locks it (one
+  // daemon per directory, for as long as the objects live), opens and loads both objects. Throws std::runtime_error
+  // saying what failed; a verifier rejection carries the log's tail.
   static std::unique_ptr<BpfObjects> load(const BpfObjectsOptions& options);
   ~BpfObjects();
   BpfObjects(const BpfObjects&) = delete;
@@ -65,11 +67,17 @@ class BpfObjects {
 
  private:
   BpfObjects() = default;
+  void load_programs(const BpfObjectsOptions& options);
+  bpf_map* map(const char* name) const;
 
-  portcullis_tc* tc_ = nullptr;
-  portcullis_xdp* xdp_ = nullptr;
+  bpf_object* tc_ = nullptr;   // tc/portcullis_tc.bpf.c: owns the maps' descriptors
+  bpf_object* xdp_ = nullptr;  // xdp/portcullis_xdp.bpf.c
+  bpf_program* inside_ = nullptr;
+  bpf_program* outside_ = nullptr;
+  bpf_program* xdp_program_ = nullptr;
   std::string pin_dir_;
   std::string warning_;
+  int lock_fd_ = -1;
   bool adopted_ = false;
 };
 

@@ -28,7 +28,7 @@ std::string format_iso8601(int64_t realtime_ns) {
   ::gmtime_r(&seconds, &utc);
   char text[40];
   const size_t n = std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &utc);
-  std::snprintf(text + n, sizeof(text) - n, ".%06ldZ", micros);
+  (void)std::snprintf(text + n, sizeof(text) - n, ".%06ldZ", micros);
   return text;
 }
 
@@ -86,8 +86,8 @@ const policy::CompiledPolicy* PolicyGenerations::find(uint32_t generation) const
 
 nlohmann::ordered_json verdict_json(const pc_verdict_event& event, const policy::CompiledPolicy* policy,
                                     const std::string& ts) {
-  const bool icmp = (event.proto == 1 && event.family == PC_FAMILY_IPV4) ||
-                    (event.proto == 58 && event.family == PC_FAMILY_IPV6);
+  const bool icmp =
+      (event.proto == 1 && event.family == PC_FAMILY_IPV4) || (event.proto == 58 && event.family == PC_FAMILY_IPV6);
   const bool ports = event.proto == 6 || event.proto == 17;
   nlohmann::ordered_json out;
   out["event"] = "verdict";
@@ -143,7 +143,7 @@ int VerdictEventReader::on_sample(void* context, void* data, size_t size) {
     ++self->malformed_;
     return 0;
   }
-  pc_verdict_event event;
+  pc_verdict_event event{};
   std::memcpy(&event, data, sizeof(event));
   self->handler_(event);
   return 0;

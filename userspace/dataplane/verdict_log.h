@@ -35,7 +35,7 @@ class WallClock {
 class PolicyGenerations {
  public:
   void add(uint32_t generation, std::shared_ptr<const policy::CompiledPolicy> policy);  // keeps the last two
-  const policy::CompiledPolicy* find(uint32_t generation) const;                       // null when unknown
+  const policy::CompiledPolicy* find(uint32_t generation) const;                        // null when unknown
 
  private:
   std::vector<std::pair<uint32_t, std::shared_ptr<const policy::CompiledPolicy>>> policies_;
