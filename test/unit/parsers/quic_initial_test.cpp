@@ -21,6 +21,7 @@
 #include "parsers/quic_crypto_stream.h"
 #include "parsers/tls_client_hello.h"
 #include "support/pcap_flows.h"
+#include "support/sni_corpus.h"
 
 namespace portcullis::parsers {
 namespace {
@@ -58,14 +59,7 @@ Bytes concat(std::initializer_list<Bytes> parts) {
   return out;
 }
 
-#ifndef PORTCULLIS_CORPUS_DIR
-#define PORTCULLIS_CORPUS_DIR ""
-#endif
-
-std::filesystem::path corpus_dir() {
-  const char* from_environment = std::getenv("PORTCULLIS_CORPUS_DIR");
-  return (from_environment != nullptr && *from_environment != '\0') ? from_environment : PORTCULLIS_CORPUS_DIR;
-}
+using test::corpus_dir;
 
 Bytes read_hex_file(const std::string& name) {
   std::ifstream file(corpus_dir() / name);
@@ -681,43 +675,16 @@ TEST(QuicClientHelloReader, LeavesAnUnknownVersionToTheCaller) {
 
 // ---- corpus: real captures ---------------------------------------------------------------
 
-struct QuicRow {
-  std::string capture;
-  std::string client;
-  std::string server;
-  std::string expected_sni;
-};
+using QuicRow = test::SniRow;
 
 std::vector<QuicRow> read_quic_rows() {
-  std::ifstream tsv(corpus_dir() / "expected-sni.tsv");
-  std::vector<QuicRow> rows;
-  std::string line;
-  std::getline(tsv, line);  // header
-  while (std::getline(tsv, line)) {
-    std::istringstream fields(line);
-    QuicRow row;
-    std::string l4;
-    std::string quic_version;
-    std::getline(fields, row.capture, '\t');
-    std::getline(fields, l4, '\t');
-    std::getline(fields, row.client, '\t');
-    std::getline(fields, row.server, '\t');
-    std::getline(fields, quic_version, '\t');
-    std::getline(fields, row.expected_sni, '\t');
-    if (l4 == "UDP") {
-      rows.push_back(std::move(row));
-    }
-  }
+  std::vector<QuicRow> rows = test::read_sni_rows();
+  std::erase_if(rows, [](const QuicRow& row) { return row.l4 != "UDP"; });
   return rows;
 }
 
 const test::CaptureFlows& capture_flows(const std::string& capture) {
-  static std::map<std::string, test::CaptureFlows> cache;
-  auto [entry, inserted] = cache.try_emplace(capture);
-  if (inserted) {
-    entry->second = test::read_capture_flows(corpus_dir() / capture);
-  }
-  return entry->second;
+  return test::corpus_capture_flows(capture);
 }
 
 QuicClientHelloResult client_hello_of(const test::CapturedFlow& flow, QuicInitialDecryptor& decryptor) {

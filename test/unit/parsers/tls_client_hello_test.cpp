@@ -22,6 +22,7 @@
 #include "parsers/parse_result.h"
 #include "parsers/tcp_stream_prefix.h"
 #include "support/pcap_flows.h"
+#include "support/sni_corpus.h"
 
 namespace portcullis::parsers {
 namespace {
@@ -707,50 +708,12 @@ TEST(CaptureReader, ThrowsForMissingFile) {
 
 // ---- corpus: real captures ---------------------------------------------------------------
 
-#ifndef PORTCULLIS_CORPUS_DIR
-#define PORTCULLIS_CORPUS_DIR ""
-#endif
-
-std::filesystem::path corpus_dir() {
-  const char* from_environment = std::getenv("PORTCULLIS_CORPUS_DIR");
-  return (from_environment != nullptr && *from_environment != '\0') ? from_environment : PORTCULLIS_CORPUS_DIR;
-}
-
-struct SniRow {
-  std::string capture;
-  std::string l4;
-  std::string client;
-  std::string server;
-  std::string expected_sni;
-};
-
-std::vector<SniRow> read_sni_rows() {
-  std::ifstream tsv(corpus_dir() / "expected-sni.tsv");
-  std::vector<SniRow> rows;
-  std::string line;
-  std::getline(tsv, line);  // header
-  while (std::getline(tsv, line)) {
-    std::istringstream fields(line);
-    SniRow row;
-    std::string quic_version;
-    std::getline(fields, row.capture, '\t');
-    std::getline(fields, row.l4, '\t');
-    std::getline(fields, row.client, '\t');
-    std::getline(fields, row.server, '\t');
-    std::getline(fields, quic_version, '\t');
-    std::getline(fields, row.expected_sni, '\t');
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
+using test::corpus_dir;
+using test::read_sni_rows;
+using test::SniRow;
 
 const test::CaptureFlows& capture_flows(const std::string& capture) {
-  static std::map<std::string, test::CaptureFlows> cache;
-  auto [entry, inserted] = cache.try_emplace(capture);
-  if (inserted) {
-    entry->second = test::read_capture_flows(corpus_dir() / capture);
-  }
-  return entry->second;
+  return test::corpus_capture_flows(capture);
 }
 
 // The stream starts at ISN + 1 when the SYN was captured, else at the first data segment.
