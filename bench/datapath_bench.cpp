@@ -2,18 +2,12 @@
 // around the program, no syscall in it): an established flow's packet, and a new flow's first packet
 // classified against 10k and 100k CIDR rules, IPv4 and IPv6. Needs root.
 #include <benchmark/benchmark.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 #include <unistd.h>
 
 #include <memory>
 #include <string>
 
-#include "dataplane/bpf_objects.h"
-#include "dataplane/policy_map_writer.h"
-#include "dataplane/policy_tables.h"
-#include "policy/policy_loader.h"
-#include "support/packet_builder.h"
+#include "bench_data_path.h"
 
 namespace {
 
@@ -37,33 +31,19 @@ std::string cidr_policy(int rules) {
   return yaml;
 }
 
-class LoadedDataPath {
+// The data path with the CIDR policy of `rules` rules, in host mode. Its pins go when it is destroyed (the
+// function statics below, at exit) or when a signal stops the benchmark (bench_data_path.h).
+class LoadedDataPath : public bench::BenchDataPath {
  public:
-  explicit LoadedDataPath(int rules) {
+  explicit LoadedDataPath(int rules) : bench::BenchDataPath(options(rules), cidr_policy(rules), policy::Mode::host) {}
+
+ private:
+  static dataplane::BpfObjectsOptions options(int rules) {
     dataplane::BpfObjectsOptions options;
     options.pin_dir = "/sys/fs/bpf/pc-bench-" + std::to_string(getpid()) + "-" + std::to_string(rules);
     options.flow_table_entries = 1 << 20;
-    policy::LoadResult loaded = policy::load_policy(cidr_policy(rules), "bench.yaml");
-    const auto compiled = policy::compile_policy(std::move(*loaded.policy));
-    dataplane::PolicyTables tables = dataplane::build_policy_tables(*compiled, policy::Mode::host, 0);
-    options.min_rule_sets = dataplane::PolicyMapWriter::capacity_needed(tables.rule_sets.size());
-    objects_ = dataplane::BpfObjects::load(options);
-    dataplane::PolicyMapWriter writer(objects_->policy_maps(), objects_->rule_set_capacity());
-    tables.config.generation = writer.current_generation() + 1;
-    writer.write(tables);
+    return options;
   }
-  ~LoadedDataPath() { objects_->unpin(); }
-
-  // Average ns per run of the inside program over `repeat` runs of `frame`.
-  double run_ns(const Bytes& frame, uint32_t repeat) const {
-    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(), .data_size_in = static_cast<uint32_t>(frame.size()),
-                .repeat = static_cast<int>(repeat));
-    if (bpf_prog_test_run_opts(objects_->inside_program(), &opts) != 0) return -1;
-    return opts.duration;
-  }
-
- private:
-  std::unique_ptr<dataplane::BpfObjects> objects_;
 };
 
 Bytes tcp_frame(bool v6, uint16_t sport) {

@@ -131,7 +131,7 @@ config_portcullis_setup() {
   : >"$log"
   # shellcheck disable=SC2086  # PORTCULLIS_RUN_ARGS is a list of words
   topo_start gw portcullis "$PORTCULLIS_BIN" run --policy "$policy" --mode gateway \
-    --inside "$GW_INSIDE" --outside "$GW_OUTSIDE" --log "$log" --control "$work/portcullis.sock" \
+    --inside "$GW_INSIDE" --outside "$GW_OUTSIDE" --log "$log" --pin-dir "/sys/fs/bpf/pc-bench-gw-$$" \
     $PORTCULLIS_RUN_ARGS || return 1
   for _ in $(seq 100); do
     grep -q '"event":"ready"' "$log" && return 0
