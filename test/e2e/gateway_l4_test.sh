@@ -3,7 +3,8 @@
 # on real traffic from the client to inet, over IPv4 and IPv6: ping, TCP (socat, nc) and UDP; rejects
 # answer at once, `on_deny: drop` is silent; the JSON log names every verdict's rule; SIGHUP reloads (a broken
 # file keeps the running policy); kill -9 leaves enforcement in place and `run` again adopts it without
-# cutting a TCP stream; SIGTERM takes everything off and removes the pins.
+# cutting a TCP stream; SIGTERM takes everything off and removes the pins. TC programs go on with TCX where the
+# kernel has it (else clsact), and never beside another program.
 # Usage: gateway_l4_test.sh SOURCE_DIR BUILD_DIR   (root; exit 77 = skipped)
 set -euo pipefail
 src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
@@ -25,6 +26,8 @@ done
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
 PC_BIN=$build_dir/userspace/portcullis
+PC_TCX_PROGRAMS=$build_dir/test/portcullis_tcx_programs
+[ -x "$PC_TCX_PROGRAMS" ] || { echo "FAIL: $PC_TCX_PROGRAMS is not built"; exit 1; }
 policies=$src_dir/test/e2e/policies
 pc_trap
 
@@ -33,6 +36,8 @@ topo_create
 policy=$TOPO_LOG_DIR/policy.yaml
 cp "$policies/gateway_l4.yaml" "$policy"
 run_args=(--mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE")
+hook=$(pc_tc_hook gw "$GW_INSIDE")  # tcx, or tc (clsact) on kernels without TCX
+echo "== TC programs go on with: $hook"
 
 # Every denied port has a listener, so a refusal can only come from portcullis.
 for port in 8080 9000 9010 9011 9999; do topo_serve_tcp_echo inet "$INET_ALLOWED_V4" "$port"; done
@@ -58,7 +63,7 @@ rc=0
 out=$(pc_run_once gw "$PC_PIN_DIR-foreign" --policy "$policy" "${run_args[@]}") || rc=$?
 expect_eq "a foreign tc filter on an interface: run fails" "$rc" 1
 expect_match "the message names the interface and the filter" "$out" \
-  "out0 \(tc-ingress\): a 'u32' filter is attached already"
+  "out0 \($hook-ingress\): a 'u32' filter is attached already"
 expect_ok "the foreign filter is untouched" bash -c "ip netns exec '$NS_GW' tc filter show dev out0 ingress | grep -q u32"
 expect_ok "what the failed start attached is taken off again" pc_no_programs gw "$GW_INSIDE"
 expect_fail "what the failed start pinned is removed" test -e "$PC_PIN_DIR-foreign"
@@ -80,8 +85,24 @@ ready=$(pc_log_line '"event":"ready"')
 expect_match "ready names the mode, interfaces, policy and rule count" "$ready" \
   '"mode":"gateway","inside":\["in0"\],"outside":\["out0"\],"policy":"[^"]+policy.yaml","rules":7,"groups":1'
 expect_match "ready: XDP native on the inside, TC ingress on both sides, nothing adopted" "$ready" \
-  '"adopted":false.*"iface":"in0","hook":"xdp",[^}]*"xdp_mode":"native".*"iface":"in0","hook":"tc-ingress".*"iface":"out0","hook":"tc-ingress"'
+  "\"adopted\":false.*\"iface\":\"in0\",\"hook\":\"xdp\",[^}]*\"xdp_mode\":\"native\".*\"iface\":\"in0\",\"hook\":\"$hook-ingress\".*\"iface\":\"out0\",\"hook\":\"$hook-ingress\""
 expect_ok "maps pinned in the pin directory" test -e "$PC_PIN_DIR/pc_flows"
+if [ "$hook" = tcx ]; then
+  expect_eq "TCX: the inside program alone on in0's hooks" "$(pc_tcx_programs gw in0 | cut -d' ' -f2,4)" \
+    "ingress portcullis_insi"
+  expect_eq "TCX: the outside program alone on out0's hooks" "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" \
+    "ingress portcullis_outs"
+  expect_ok "TCX: the links are pinned" test -e "$PC_PIN_DIR/link_in0_tcx-ingress" -a -e "$PC_PIN_DIR/link_out0_tcx-ingress"
+  expect_fail "TCX: no clsact qdisc" bash -c "ip netns exec '$NS_GW' tc qdisc show | grep -q clsact"
+  # Host mode on out0 from another pin directory: its egress hook is free, its ingress has gw-a's program.
+  rc=0
+  out=$(pc_run_once gw "$PC_PIN_DIR-other" --policy "$policy" --mode host --iface "$GW_OUTSIDE") || rc=$?
+  expect_eq "TCX: a second daemon on a hook with a TCX program: run fails" "$rc" 1
+  expect_match "it names the interface and the program there" "$out" \
+    "out0 \(tcx-ingress\): a TCX program 'portcullis_outs' \(id [0-9]+\) is attached already and is not portcullis's"
+  expect_eq "what it attached (out0 egress) is taken off again, gw-a's stays" \
+    "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" "ingress portcullis_outs"
+fi
 
 expect_ok "ping allowed prefix" in_ns client ping -c 1 -W 2 "$INET_ALLOWED_V4"
 expect_ok "ping -6 allowed prefix" in_ns client ping -6 -c 1 -W 2 "$INET_ALLOWED_V6"
@@ -152,7 +173,15 @@ sleep 1
 expect_log "the stream was allowed by its rule" '"dport":9500' '"verdict":"allow","rule":"stream"'
 pc_stop KILL
 expect_eq "the daemon died of SIGKILL" "$PC_EXIT" 137
-expect_ok "its programs stay attached" bash -c "ip netns exec '$NS_GW' bpftool net show | grep -q portcullis_insi"
+if [ "$hook" = tcx ]; then
+  expect_eq "its programs stay attached (TCX)" "$(pc_tcx_programs gw in0 out0 | cut -d' ' -f1,2,4)" \
+    "in0 ingress portcullis_insi
+out0 ingress portcullis_outs"
+  expect_ok "its TCX links stay pinned" test -e "$PC_PIN_DIR/link_in0_tcx-ingress" -a -e "$PC_PIN_DIR/link_out0_tcx-ingress"
+  killed_ids=$(pc_tcx_programs gw in0 out0 | cut -d' ' -f3 | paste -sd' ')
+else
+  expect_ok "its programs stay attached" bash -c "ip netns exec '$NS_GW' bpftool net show | grep -q portcullis_insi"
+fi
 expect_ok "its maps stay pinned" test -e "$PC_PIN_DIR/pc_flows"
 expect_ok "no daemon: a new denied flow is still refused (fail closed)" \
   pc_refused_fast client "$INET_ALLOWED_V4" 8080
@@ -162,7 +191,17 @@ pc_start gw gw-b --policy "$policy" "${run_args[@]}"
 ready=$(pc_log_line '"event":"ready"')
 expect_match "run again adopts the pinned maps" "$ready" '"generation":3,.*"adopted":true'
 expect_match "run again replaces every program in place" "$ready" \
-  '"hook":"xdp",[^}]*"replaced":true\},\{[^}]*"hook":"tc-ingress",[^}]*"replaced":true\},\{[^}]*"hook":"tc-ingress",[^}]*"replaced":true'
+  "\"hook\":\"xdp\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-ingress\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-ingress\",[^}]*\"replaced\":true"
+if [ "$hook" = tcx ]; then
+  in0_id=$(grep -oE '"iface":"in0","hook":"tcx-ingress","prog_id":[0-9]+' <<<"$ready" | grep -oE '[0-9]+$')
+  out0_id=$(grep -oE '"iface":"out0","hook":"tcx-ingress","prog_id":[0-9]+' <<<"$ready" | grep -oE '[0-9]+$')
+  expect_eq "TCX: the pinned links now run the new daemon's programs, and nothing else" \
+    "$(pc_tcx_programs gw in0 out0 | cut -d' ' -f1,2,3)" "in0 ingress $in0_id
+out0 ingress $out0_id"
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  expect_ok "TCX: the killed daemon's programs are off the hooks" \
+    bash -c '[[ -n $2 && -n $3 && " $1 " != *" $2 "* && " $1 " != *" $3 "* ]]' _ "$killed_ids" "$in0_id" "$out0_id"
+fi
 expect_ok "after the restart a new denied flow stays denied" pc_refused_fast client "$INET_ALLOWED_V4" 8080
 expect_eq "after the restart a new allowed flow works" "$(topo_tcp_roundtrip client "$INET_ALLOWED_V4" 9999 again)" again
 stream_rc=0

@@ -23,6 +23,8 @@ done
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
 PC_BIN=$build_dir/userspace/portcullis
+PC_TCX_PROGRAMS=$build_dir/test/portcullis_tcx_programs
+[ -x "$PC_TCX_PROGRAMS" ] || { echo "FAIL: $PC_TCX_PROGRAMS is not built"; exit 1; }
 pc_trap
 
 topo_create_host_mode
@@ -34,12 +36,19 @@ topo_serve_tcp_echo client "$CLIENT_V4" 2222
 topo_serve_tcp_echo client "$CLIENT_V6" 2222
 topo_serve_udp_echo client "$CLIENT_V4" 5000
 
-echo "== host mode"
+hook=$(pc_tc_hook client "$CLIENT_IF")  # tcx, or tc (clsact) on kernels without TCX
+echo "== host mode (TC programs go on with: $hook)"
 pc_start client host --policy "$src_dir/test/e2e/policies/host_mode.yaml" --mode host --iface "$CLIENT_IF"
 ready=$(pc_log_line '"event":"ready"')
 expect_match "ready: host mode on the uplink" "$ready" '"mode":"host","ifaces":\["up0"\]'
 expect_match "ready: TC egress and ingress on the uplink, no XDP" "$ready" \
-  '"attached":\[\{"iface":"up0","hook":"tc-egress",[^]]*\{"iface":"up0","hook":"tc-ingress",[^]]*\]'
+  "\"attached\":\[\{\"iface\":\"up0\",\"hook\":\"$hook-egress\",[^]]*\{\"iface\":\"up0\",\"hook\":\"$hook-ingress\",[^]]*\]"
+if [ "$hook" = tcx ]; then
+  expect_eq "TCX: the inside program on egress, the outside one on ingress, nothing else" \
+    "$(pc_tcx_programs client "$CLIENT_IF" | cut -d' ' -f2,4)" "ingress portcullis_outs
+egress portcullis_insi"
+  expect_ok "TCX: the links are pinned" test -e "$PC_PIN_DIR/link_up0_tcx-egress" -a -e "$PC_PIN_DIR/link_up0_tcx-ingress"
+fi
 expect_fail "ready: no XDP in host mode" grep -q '"hook":"xdp"' <<<"$ready"
 
 expect_eq "tcp to an allowed port" "$(topo_tcp_roundtrip client "$INET_ALLOWED_V4" 8080 out4)" out4

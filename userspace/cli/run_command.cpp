@@ -187,7 +187,7 @@ class RunCommand {
         });
     counters_ = std::make_unique<dataplane::CounterReader>(objects_->counters_map());
 
-    attacher_ = std::make_unique<Attacher>(objects_->map_ids());
+    attacher_ = std::make_unique<Attacher>(objects_->map_ids(), objects_->pin_dir());
     for (const dataplane::PlannedAttachment& planned : dataplane::plan_attachments(
              mode_, mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces, options_.outside)) {
       attacher_->attach(planned.iface, planned.point, program_fd(planned.program));
@@ -253,7 +253,7 @@ class RunCommand {
     for (const dataplane::Attachment& attachment : attacher_->attachments()) {
       Json item;
       item["iface"] = attachment.iface;
-      item["hook"] = to_string(attachment.point);
+      item["hook"] = dataplane::hook_name(attachment);
       item["prog_id"] = attachment.prog_id;
       if (attachment.point == dataplane::AttachPoint::xdp) {
         item["xdp_mode"] = dataplane::xdp_mode_name(attachment);

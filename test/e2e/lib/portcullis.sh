@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Running `portcullis run` inside a topology of lib/topology.sh, for the e2e tests and the demo.
-# Source lib/topology.sh first, set PC_BIN to the portcullis binary, then:
+# Source lib/topology.sh first, set PC_BIN to the portcullis binary and PC_TCX_PROGRAMS to the build's
+# test/portcullis_tcx_programs (it lists TCX hooks, which this system's bpftool and tc do not show), then:
 #   pc_trap                              # instead of topo_trap: stops the daemons, removes their pins, then
 #                                        # destroys the topology, on every exit path
 #   pc_start gw gw-a --policy P --mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE"
@@ -13,6 +14,7 @@
 # deployment's.
 
 PC_BIN=${PC_BIN:-}
+PC_TCX_PROGRAMS=${PC_TCX_PROGRAMS:-}
 PC_PIN_DIR=${PC_PIN_DIR:-/sys/fs/bpf/pc-e2e-$$-$RANDOM}
 PC_PID=""       # the daemon started last
 PC_PIDS=()      # every daemon this run started
@@ -149,20 +151,46 @@ pc_ping_refused() {
   [ $((t1 - t0)) -lt 1000 ] || { echo "refused only after $((t1 - t0)) ms"; return 1; }
 }
 
+# pc_tcx_programs ROLE IF...: the programs on the interfaces' TCX hooks, one line each ("IF ingress|egress ID
+# NAME", NAME cut to 15 characters), in the order they run; nothing when the kernel has no TCX.
+pc_tcx_programs() {
+  local role=$1 rc=0
+  shift
+  [ -x "$PC_TCX_PROGRAMS" ] || topo_die "PC_TCX_PROGRAMS '$PC_TCX_PROGRAMS' is not an executable" || return 1
+  in_ns "$role" "$PC_TCX_PROGRAMS" "$@" 2>/dev/null || rc=$?
+  [ "$rc" = 0 ] || [ "$rc" = 3 ] || { echo "cannot list the TCX programs of $*" >&2; return 1; }
+}
+
+# pc_tc_hook ROLE IF: how portcullis attaches its TC programs on this kernel: "tcx" where the kernel has TCX,
+# else "tc" (clsact). The ready line's hooks are "$(pc_tc_hook ...)-ingress" and "-egress".
+pc_tc_hook() {
+  local rc=0
+  [ -x "$PC_TCX_PROGRAMS" ] || topo_die "PC_TCX_PROGRAMS '$PC_TCX_PROGRAMS' is not an executable" || return 1
+  in_ns "$1" "$PC_TCX_PROGRAMS" "$2" >/dev/null 2>&1 || rc=$?
+  case $rc in
+    0) echo tcx ;;
+    3) echo tc ;;
+    *) topo_die "cannot tell whether the kernel has TCX" ;;
+  esac
+}
+
 # pc_no_programs ROLE IF...: nothing of ours (or anyone's) is attached to the interfaces: no XDP program,
-# no tc filter, no clsact qdisc.
+# no TCX program, no tc filter, no clsact qdisc.
 pc_no_programs() {
   local role=$1 dev out
   shift
   for dev in "$@"; do
     out=$(in_ns "$role" ip -d link show dev "$dev")
     ! grep -q "prog/xdp" <<<"$out" || { echo "$dev: XDP attached: $out"; return 1; }
+    out=$(pc_tcx_programs "$role" "$dev") || return 1
+    [ -z "$out" ] || { echo "$dev: TCX programs: $out"; return 1; }
     out=$(in_ns "$role" tc filter show dev "$dev" ingress 2>&1; in_ns "$role" tc filter show dev "$dev" egress 2>&1)
     [ -z "$out" ] || { echo "$dev: tc filters: $out"; return 1; }
     ! in_ns "$role" tc qdisc show dev "$dev" | grep -q clsact || { echo "$dev: a clsact qdisc is left"; return 1; }
   done
+  # A bpftool that knows TCX (7.3+) lists its programs as "tcx/ingress"; 7.1 shows XDP and tc filters only.
   out=$(in_ns "$role" bpftool net show)
-  ! grep -qE "portcullis|driver id|generic id" <<<"$out" || { echo "bpftool net show: $out"; return 1; }
+  ! grep -qE "portcullis|driver id|generic id|tcx/" <<<"$out" || { echo "bpftool net show: $out"; return 1; }
 }
 
 # pc_cleanup: stop every daemon this run started (TERM, then KILL after 5 s) and remove this run's pins.
