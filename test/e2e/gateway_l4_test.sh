@@ -35,7 +35,8 @@ topo_create
 # The daemon reads its policy from a file of this run, so SIGHUP can be shown another one.
 policy=$TOPO_LOG_DIR/policy.yaml
 cp "$policies/gateway_l4.yaml" "$policy"
-run_args=(--mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE")
+# With the XDP early drop (off by default), so its path is tested on real traffic too.
+run_args=(--mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE" --xdp native)
 hook=$(pc_tc_hook gw "$GW_INSIDE")  # tcx, or tc (clsact) on kernels without TCX
 echo "== TC programs go on with: $hook"
 

@@ -47,6 +47,7 @@ struct RunOptions {
   std::string log;
   std::string pin_dir = "/sys/fs/bpf/portcullis";
   uint32_t flow_table_size = 0;
+  std::string xdp = "off";
 };
 
 // Where the JSON lines go: stderr by default, stdout for "-", else a file (appended to). Every line is
@@ -187,10 +188,22 @@ class RunCommand {
         });
     counters_ = std::make_unique<dataplane::CounterReader>(objects_->counters_map());
 
-    attacher_ = std::make_unique<Attacher>(objects_->map_ids(), objects_->pin_dir());
-    for (const dataplane::PlannedAttachment& planned : dataplane::plan_attachments(
-             mode_, mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces, options_.outside)) {
+    const dataplane::XdpMode xdp = options_.xdp == "native"    ? dataplane::XdpMode::native
+                                   : options_.xdp == "generic" ? dataplane::XdpMode::generic
+                                                               : dataplane::XdpMode::off;
+    attacher_ =
+        std::make_unique<Attacher>(objects_->map_ids(), objects_->pin_dir(), dataplane::TcAttachMode::automatic, xdp);
+    const std::vector<std::string>& protected_side = mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces;
+    for (const dataplane::PlannedAttachment& planned :
+         dataplane::plan_attachments(mode_, protected_side, options_.outside, xdp)) {
       attacher_->attach(planned.iface, planned.point, program_fd(planned.program));
+    }
+    if (xdp == dataplane::XdpMode::off) {
+      for (const std::string& iface : protected_side) {
+        if (const std::string problem = attacher_->remove_stale_xdp(iface); !problem.empty()) {
+          throw std::runtime_error(problem);
+        }
+      }
     }
     log_ready(*compiled);
   }
@@ -374,6 +387,11 @@ Runner add_run_command(CLI::App& app) {
   command->add_option("--inside", options->inside, "gateway: interfaces facing the sandboxes")->delimiter(',');
   command->add_option("--outside", options->outside, "gateway: interfaces facing the outside")->delimiter(',');
   command->add_option("--iface", options->ifaces, "host: the uplinks")->delimiter(',');
+  command
+      ->add_option("--xdp", options->xdp,
+                   "gateway: XDP early drop of denied flows on the inside interfaces: off, native or generic "
+                   "(default off: on veth, XDP stops GSO super-packets and costs most of the bulk throughput)")
+      ->check(CLI::IsMember({"off", "native", "generic"}));
   command->add_option("--log", options->log, "JSON lines to FILE (appended), or - for stdout (default: stderr)");
   command->add_option("--pin-dir", options->pin_dir,
                       "bpffs directory of the pinned maps (default /sys/fs/bpf/portcullis)");

@@ -132,11 +132,11 @@ std::string_view xdp_mode_name(const Attachment& attachment) {
 }
 
 std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::vector<std::string>& inside,
-                                                const std::vector<std::string>& outside) {
+                                                const std::vector<std::string>& outside, XdpMode xdp) {
   std::vector<PlannedAttachment> plan;
   if (mode == policy::Mode::gateway) {
     for (const std::string& iface : inside) {
-      plan.push_back({iface, AttachPoint::xdp, DataPlaneProgram::xdp});
+      if (xdp != XdpMode::off) plan.push_back({iface, AttachPoint::xdp, DataPlaneProgram::xdp});
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::inside});
     }
     for (const std::string& iface : outside)
@@ -150,8 +150,21 @@ std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::ve
   return plan;
 }
 
-Attacher::Attacher(std::vector<uint32_t> our_map_ids, std::string pin_dir, TcAttachMode mode)
-    : our_map_ids_(our_map_ids.begin(), our_map_ids.end()), pin_dir_(std::move(pin_dir)), mode_(mode) {}
+Attacher::Attacher(std::vector<uint32_t> our_map_ids, std::string pin_dir, TcAttachMode mode, XdpMode xdp)
+    : our_map_ids_(our_map_ids.begin(), our_map_ids.end()), pin_dir_(std::move(pin_dir)), mode_(mode), xdp_(xdp) {}
+
+std::string Attacher::remove_stale_xdp(const std::string& iface) {
+  const int ifindex = static_cast<int>(::if_nametoindex(iface.c_str()));
+  LIBBPF_OPTS(bpf_xdp_query_opts, query);
+  if (ifindex == 0 || bpf_xdp_query(ifindex, 0, &query) != 0 || query.prog_id == 0) return {};
+  if (!identify(query.prog_id).ours) return {};  // not ours: left alone, as everywhere
+  const uint32_t flag = query.attach_mode == XDP_ATTACHED_SKB ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+  LIBBPF_OPTS(bpf_xdp_attach_opts, expected, .old_prog_fd = bpf_prog_get_fd_by_id(query.prog_id));
+  const int error = bpf_xdp_detach(ifindex, XDP_FLAGS_REPLACE | flag, &expected);
+  if (expected.old_prog_fd >= 0) ::close(expected.old_prog_fd);
+  return error == 0 ? std::string()
+                    : iface + " (xdp): cannot take off the previous daemon's program: " + error_text(error);
+}
 
 Attacher::~Attacher() {
   for (Attachment& attachment : attachments_) {
@@ -230,10 +243,10 @@ Attachment Attacher::attach_xdp(Attachment attachment) {
     return attachment;
   }
 
-  attachment.xdp_mode_flag = XDP_FLAGS_DRV_MODE;
-  int error =
-      bpf_xdp_attach(attachment.ifindex, attachment.prog_fd, XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE, nullptr);
-  if (error != 0 && error != -EEXIST && error != -EBUSY) {
+  attachment.xdp_mode_flag = xdp_ == XdpMode::generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+  int error = bpf_xdp_attach(attachment.ifindex, attachment.prog_fd,
+                             XDP_FLAGS_UPDATE_IF_NOEXIST | attachment.xdp_mode_flag, nullptr);
+  if (error != 0 && error != -EEXIST && error != -EBUSY && attachment.xdp_mode_flag == XDP_FLAGS_DRV_MODE) {
     attachment.xdp_mode_flag = XDP_FLAGS_SKB_MODE;
     error = bpf_xdp_attach(attachment.ifindex, attachment.prog_fd, XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE,
                            nullptr);

@@ -44,11 +44,17 @@ struct PlannedAttachment {
   DataPlaneProgram program;
 };
 
-// Gateway mode: every inside interface gets XDP (early drop) and the inside program on TC ingress; every
-// outside interface the outside program on TC ingress. Host mode (`inside` are the uplinks, `outside` empty):
-// the inside program on TC egress and the outside program on TC ingress.
+// Whether the inside interfaces of a gateway get the XDP early drop, and how. Off by default: on veth, native
+// XDP makes the driver hand every packet to XDP one MTU-sized frame at a time instead of passing GSO
+// super-packets on, which cut bulk TCP through the gateway to a quarter (bench/gateway/throughput.sh); the TC
+// program drops denied flows anyway. On a NIC whose driver runs XDP before GRO it costs nothing.
+enum class XdpMode : uint8_t { off, native, generic };
+
+// Gateway mode: every inside interface gets the inside program on TC ingress (and XDP unless `xdp` is off);
+// every outside interface the outside program on TC ingress. Host mode (`inside` are the uplinks, `outside`
+// empty): the inside program on TC egress and the outside program on TC ingress.
 std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::vector<std::string>& inside,
-                                                const std::vector<std::string>& outside);
+                                                const std::vector<std::string>& outside, XdpMode xdp);
 
 // How TC programs go on: `automatic` is TCX where the kernel has it, else clsact; `clsact` forces the fallback
 // (for tests of it on kernels with TCX).
@@ -76,7 +82,8 @@ class Attacher {
  public:
   // `our_map_ids`: the kernel ids of the pinned maps (BpfObjects::map_ids); `pin_dir`: their directory
   // (BpfObjects::pin_dir), locked by this daemon, where TCX links are pinned too.
-  Attacher(std::vector<uint32_t> our_map_ids, std::string pin_dir, TcAttachMode mode = TcAttachMode::automatic);
+  Attacher(std::vector<uint32_t> our_map_ids, std::string pin_dir, TcAttachMode mode = TcAttachMode::automatic,
+           XdpMode xdp = XdpMode::native);
   // Closes the TCX links' descriptors; the pins keep the links attached.
   ~Attacher();
   Attacher(const Attacher&) = delete;
@@ -93,6 +100,9 @@ class Attacher {
   // After a failed start: takes off only the attachments that were new. Replaced ones stay (TCX links stay
   // pinned): the previous daemon is gone and they enforce the pinned policy.
   std::string detach_new();
+  // Takes off an XDP program of ours that a previous daemon left on `iface` (it ran with XDP, this one does
+  // not). Returns the problem, or empty.
+  std::string remove_stale_xdp(const std::string& iface);
 
   const std::vector<Attachment>& attachments() const { return attachments_; }
 
@@ -113,6 +123,7 @@ class Attacher {
   std::set<uint32_t> our_map_ids_;
   std::string pin_dir_;
   TcAttachMode mode_;
+  XdpMode xdp_;
   std::optional<bool> tcx_available_;  // asked once
   std::vector<Attachment> attachments_;
 };

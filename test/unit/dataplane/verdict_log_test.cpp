@@ -161,8 +161,16 @@ TEST(CountersJson, NamesTheSlotsAndOnlyTheDropsThatHappened) {
             R"("drops":{"reason-25":1,"denied-by-rule":3}})");
 }
 
+TEST(PlanAttachments, GatewayWithoutXdpPutsOnlyTcOnTheInside) {
+  const auto plan = plan_attachments(policy::Mode::gateway, {"in0"}, {"out0"}, XdpMode::off);
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_EQ(plan[0].point, AttachPoint::tc_ingress);
+  EXPECT_EQ(plan[0].program, DataPlaneProgram::inside);
+  EXPECT_EQ(plan[1].iface, "out0");
+}
+
 TEST(PlanAttachments, GatewayPutsXdpAndTcOnTheInsideAndTcOnTheOutside) {
-  const auto plan = plan_attachments(policy::Mode::gateway, {"in0", "in1"}, {"out0"});
+  const auto plan = plan_attachments(policy::Mode::gateway, {"in0", "in1"}, {"out0"}, XdpMode::native);
   ASSERT_EQ(plan.size(), 5u);
   EXPECT_EQ(plan[0].iface, "in0");
   EXPECT_EQ(plan[0].point, AttachPoint::xdp);
@@ -176,7 +184,7 @@ TEST(PlanAttachments, GatewayPutsXdpAndTcOnTheInsideAndTcOnTheOutside) {
 }
 
 TEST(PlanAttachments, HostPolicesEgressAndAdmitsRepliesOnEveryUplink) {
-  const auto plan = plan_attachments(policy::Mode::host, {"eth0"}, {});
+  const auto plan = plan_attachments(policy::Mode::host, {"eth0"}, {}, XdpMode::native);
   ASSERT_EQ(plan.size(), 2u);
   EXPECT_EQ(plan[0].point, AttachPoint::tc_egress);
   EXPECT_EQ(plan[0].program, DataPlaneProgram::inside);
