@@ -73,12 +73,11 @@ static int pc_rule_scan_entry(__u32 i, void *arg)
 	struct pc_rule_scan_step *step = (struct pc_rule_scan_step *)arg;
 	struct pc_rule_scan *scan = step->scan;
 	const struct pc_flow_facts *flow = step->flow;
-	const struct pc_rule_entry *entry;
 
 	if (i >= PC_RULE_SET_CAPACITY || i >= step->set->count)
 		return 1;
 	pc_mask_index(i, PC_RULE_SET_CAPACITY - 1);
-	entry = &step->set->entries[i];
+	const struct pc_rule_entry *entry = &step->set->entries[i];
 	if (!(entry->l4_mask & flow->l4_bit) || flow->port < entry->lo || flow->port > entry->hi)
 		return 0;
 	const int conditional = entry->flags & (PC_RULE_NEEDS_L7 | PC_RULE_BY_NAME);

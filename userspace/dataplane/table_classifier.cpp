@@ -53,7 +53,7 @@ pc_decision TableClassifier::classify(const NewFlow& flow) const {
     return pc_decision{PC_VERDICT_DENY, {}, PC_DROP_SOURCE_NOT_IN_GROUP, PC_RULE_NONE};
   }
   const pc_flow_facts facts{flow.l4_bit, 0, flow.port};
-  pc_rule_scan scan;
+  pc_rule_scan scan{};
   pc_rule_scan_init(&scan);
   const policy::IpAddress dst = flow.dst.unmapped();
   pc_rule_scan_add(&scan, destination_rules(PC_SCOPE_TOP_LEVEL, dst), &facts);
