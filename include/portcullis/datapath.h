@@ -230,9 +230,11 @@ static __always_inline struct pc_outcome pc_new_flow(const struct pc_packet *pkt
 	return pc_refuse(decision.verdict, decision.reason);
 }
 
-/* Packets that pass without rules (not IP, neighbour discovery) or that follow another packet's verdict
- * (later fragments, ICMP errors). Returns 1 when `out` holds the outcome. */
-static __always_inline int pc_datapath_common(const struct pc_packet *pkt, struct pc_outcome *out)
+/* Settles the packets that pass without rules (not IP, neighbour discovery) or that follow another
+ * packet's verdict (later fragments, ICMP errors): returns 1 with `out` set. Otherwise returns 0 with the
+ * packet's flow key and direction. */
+static __always_inline int pc_datapath_common(const struct pc_packet *pkt, struct pc_outcome *out,
+					      struct pc_flow_key *key, __u8 *direction)
 {
 	if (pkt->family == PC_FAMILY_NONE || pc_is_neighbour_discovery(pkt)) {
 		*out = pc_pass();
@@ -246,6 +248,11 @@ static __always_inline int pc_datapath_common(const struct pc_packet *pkt, struc
 		*out = pc_follow_quoted_flow(pkt);
 		return 1;
 	}
+	/* A later fragment was the only IP packet without a tuple of its own. */
+	if (pc_flow_key_from_packet(pkt, key, direction) < 0) {
+		*out = pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
+		return 1;
+	}
 	return 0;
 }
 
@@ -256,11 +263,8 @@ static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_pack
 	struct pc_flow *flow;
 	__u8 direction;
 
-	if (pc_datapath_common(pkt, &out))
+	if (pc_datapath_common(pkt, &out, &key, &direction))
 		return out;
-	/* After pc_datapath_common, a later fragment was the only IP packet without a tuple of its own. */
-	if (pc_flow_key_from_packet(pkt, &key, &direction) < 0)
-		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
 	flow = pc_state_flow_lookup(&key);
 	if (flow && flow->verdict != PC_VERDICT_ALLOW) {
 		/* A flow refused under an older policy is decided again under the new one: a reload that
@@ -289,11 +293,8 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 	struct pc_flow *flow;
 	__u8 direction;
 
-	if (pc_datapath_common(pkt, &out))
+	if (pc_datapath_common(pkt, &out, &key, &direction))
 		return out;
-	/* After pc_datapath_common, a later fragment was the only IP packet without a tuple of its own. */
-	if (pc_flow_key_from_packet(pkt, &key, &direction) < 0)
-		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
 	flow = pc_state_flow_lookup(&key);
 	if (flow) {
 		pc_account(flow, direction, len, pkt->tcp_flags);
