@@ -22,7 +22,7 @@
 
 /* <linux/stddef.h> defines __always_inline as a plain hint; the shared code wants the guarantee. */
 #undef __always_inline
-#define __always_inline inline __attribute__((__always_inline__))
+#define __always_inline inline __attribute__((__always_inline__)) /* NOLINT(bugprone-reserved-identifier) */
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define bpf_ntohs(x) __builtin_bswap16(x)

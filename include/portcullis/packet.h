@@ -88,13 +88,12 @@ PC_STATIC_ASSERT(sizeof(struct pc_flow_key) == 40, "pc_flow_key layout is shared
 static __always_inline int pc_endpoint_less(const union pc_addr *a, __u16 a_port, const union pc_addr *b,
 					    __u16 b_port)
 {
-	__u64 a0 = bpf_be64_to_cpu(a->dwords[0]), b0 = bpf_be64_to_cpu(b->dwords[0]);
-	__u64 a1, b1;
+	const __u64 a0 = bpf_be64_to_cpu(a->dwords[0]), b0 = bpf_be64_to_cpu(b->dwords[0]);
 
 	if (a0 != b0)
 		return a0 < b0;
-	a1 = bpf_be64_to_cpu(a->dwords[1]);
-	b1 = bpf_be64_to_cpu(b->dwords[1]);
+	const __u64 a1 = bpf_be64_to_cpu(a->dwords[1]), b1 = bpf_be64_to_cpu(b->dwords[1]);
+
 	if (a1 != b1)
 		return a1 < b1;
 	return a_port < b_port;

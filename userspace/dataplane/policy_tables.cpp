@@ -15,7 +15,6 @@ namespace {
 using policy::Cidr;
 using policy::CompiledPolicy;
 using policy::IpFamily;
-using policy::NamePattern;
 using policy::Rule;
 using policy::RuleProto;
 
