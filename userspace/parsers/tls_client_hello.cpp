@@ -66,8 +66,12 @@ constexpr bool is_dns_name(std::string_view name) {
   return label_length != 0;
 }
 
-constexpr bool is_visible_ascii(char c) {
-  return c > ' ' && c < 0x7f;
+// An address literal with a colon: IPv6 ("2001:db8::1", "::ffff:192.0.2.1", "[::1]") or host:port
+// ("server4:443"). Only the characters those use, and the dots in it separate something.
+constexpr bool is_colon_literal(std::string_view name) {
+  const bool characters_ok = std::ranges::all_of(
+      name, [](char c) { return is_host_name_char(c) || c == '.' || c == ':' || c == '[' || c == ']'; });
+  return characters_ok && !name.ends_with('.') && !name.starts_with('.') && name.find("..") == std::string_view::npos;
 }
 
 bool is_ipv4_literal(const std::string& name) {
@@ -89,7 +93,7 @@ Reason set_host_name(std::span<const uint8_t> raw, ClientHelloResult& out) {
   // No DNS name contains ':', so such a name is an address literal (IPv6, or host:port as
   // some QUIC stacks send). It is kept and flagged so policy can treat it as an address.
   const bool colon_literal = normalized.find(':') != std::string::npos;
-  if (colon_literal ? !std::ranges::all_of(normalized, is_visible_ascii) : !is_dns_name(normalized)) {
+  if (colon_literal ? !is_colon_literal(normalized) : !is_dns_name(normalized)) {
     return Reason::sni_invalid;
   }
   out.sni_is_ip_literal = colon_literal || is_ipv4_literal(normalized);

@@ -595,6 +595,15 @@ TEST(ServerName, FlagsNameContainingColonAsLiteral) {
   expect_malformed(hello_for("2001:db8:: 1"), ClientHelloReason::sni_invalid);
 }
 
+// A colon does not open the door to any bytes: only what IPv6 literals and host:port use, with dots that
+// separate something (found by the fuzzer: ":104.236x1!`7.." came out as ":104.236x1!`7.").
+TEST(ServerName, RejectsColonLiteralsWithOtherCharactersOrEmptyLabels) {
+  for (const std::string_view name : {":104.236x1!`7..", "a:b/c", "host:443..", "host..x:443", ".:1"}) {
+    expect_malformed(hello_for(name), ClientHelloReason::sni_invalid);
+  }
+  EXPECT_EQ(parse(hello_for("[2001:db8::1]:443")).status, ParseStatus::found);
+}
+
 TEST(ServerName, DoesNotFlagNumericDnsNames) {
   for (const std::string_view name : {"1.2.3", "10.0.0.1.example", "256.1.1.1"}) {
     const ClientHelloResult result = parse(hello_for(name));
