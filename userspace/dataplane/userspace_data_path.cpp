@@ -88,8 +88,11 @@ class LruTable {
   struct Hash {
     size_t operator()(const Key& key) const { return std::hash<std::string_view>{}(bytes_of(key)); }
   };
+  // Bytes, as the kernel compares hash map keys; the keys' padding fields are always zeroed.
   struct Equal {
-    bool operator()(const Key& a, const Key& b) const { return std::memcmp(&a, &b, sizeof(Key)) == 0; }
+    bool operator()(const Key& a, const Key& b) const {
+      return std::memcmp(&a, &b, sizeof(Key)) == 0;  // NOLINT(bugprone-suspicious-memory-comparison)
+    }
   };
   using Order = std::list<std::pair<Key, Value>>;  // most recently used first
 
@@ -208,7 +211,7 @@ PacketOutcome UserspaceDataPath::outside(std::span<const uint8_t> frame) {
 PacketOutcome UserspaceDataPath::run(std::span<const uint8_t> frame, bool from_inside) {
   const CurrentInstance instance(impl_.get());
   const uint8_t* data = frame.data();
-  struct pc_packet pkt;
+  struct pc_packet pkt {};
   const enum pc_drop_reason reason = pc_parse_packet(data, data + frame.size(), &pkt);
   if (reason != PC_DROP_NONE) {
     pc_state_count(reason);
