@@ -36,7 +36,12 @@ uint32_t TableClassifier::scope_of_source(const policy::IpAddress& src) const {
   return scope;
 }
 
+const pc_rule_set* TableClassifier::name_rules(uint32_t scope) const {
+  return scope < tables_.scopes.size() ? &tables_.rule_sets.at(tables_.scopes[scope].name_rule_set) : nullptr;
+}
+
 const pc_rule_set* TableClassifier::destination_rules(uint32_t scope, const policy::IpAddress& dst) const {
+  if (scope >= destinations_.size()) return nullptr;
   // PrefixMatcher visits shorter prefixes first: the last one seen is the longest match.
   uint32_t set = PC_RULE_SET_EMPTY;
   bool found = false;
@@ -57,10 +62,10 @@ pc_decision TableClassifier::classify(const NewFlow& flow) const {
   pc_rule_scan_init(&scan);
   const policy::IpAddress dst = flow.dst.unmapped();
   pc_rule_scan_add(&scan, destination_rules(PC_SCOPE_TOP_LEVEL, dst), &facts);
-  pc_rule_scan_add(&scan, &tables_.rule_sets[tables_.scopes[PC_SCOPE_TOP_LEVEL].name_rule_set], &facts);
+  pc_rule_scan_add(&scan, name_rules(PC_SCOPE_TOP_LEVEL), &facts);
   if (scope != PC_SCOPE_TOP_LEVEL) {
     pc_rule_scan_add(&scan, destination_rules(scope, dst), &facts);
-    pc_rule_scan_add(&scan, &tables_.rule_sets[tables_.scopes[scope].name_rule_set], &facts);
+    pc_rule_scan_add(&scan, name_rules(scope), &facts);
   }
   return pc_decide(&scan, &facts, tables_.config.default_action);
 }

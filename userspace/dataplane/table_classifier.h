@@ -26,11 +26,14 @@ class TableClassifier {
   uint32_t scope_of_source(const policy::IpAddress& src) const;
   pc_decision classify(const NewFlow& flow) const;
 
+  // The lookups the BPF programs make in their maps: the rule set of the longest prefix of `scope` holding
+  // `dst` (null when none does), and the scope's name rule set.
+  const pc_rule_set* destination_rules(uint32_t scope, const policy::IpAddress& dst) const;
+  const pc_rule_set* name_rules(uint32_t scope) const;
+
   const PolicyTables& tables() const { return tables_; }
 
  private:
-  const pc_rule_set* destination_rules(uint32_t scope, const policy::IpAddress& dst) const;
-
   PolicyTables tables_;
   policy::PrefixMatcher sources_;                    // value: scope
   std::vector<policy::PrefixMatcher> destinations_;  // per scope; value: rule set id

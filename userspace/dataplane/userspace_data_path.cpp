@@ -1,7 +1,5 @@
 #include "dataplane/userspace_data_path.h"
 
-#include <arpa/inet.h>
-
 #include <cstring>
 #include <list>
 #include <string_view>
@@ -108,56 +106,18 @@ policy::IpAddress address_of(const union pc_addr& addr, __u8 family) {
   return address;
 }
 
-template <typename Key>
-policy::Cidr destination_cidr(const Key& key, policy::IpFamily family) {
-  policy::Cidr cidr;
-  cidr.network.family = family;
-  std::memcpy(cidr.network.bytes.data(), key.addr, sizeof(key.addr));
-  cidr.prefix_len = static_cast<uint8_t>(key.prefixlen - 32);  // the key's leading 32 bits are the scope
-  return cidr;
-}
-
 }  // namespace
 
 struct UserspaceDataPath::Impl {
   Impl(PolicyTables tables, size_t flow_capacity, size_t fragment_capacity)
-      : classifier(std::move(tables)), flows(flow_capacity), fragments(fragment_capacity) {
-    index_destinations();
-  }
-
-  // The destination LPM tries, per scope. TableClassifier keeps the same ones but privately; the source
-  // lookup and the tables themselves are its.
-  void index_destinations() {
-    const PolicyTables& t = classifier.tables();
-    destinations.assign(t.scopes.size(), policy::PrefixMatcher{});
-    for (const auto& [key, set] : t.dst4) {
-      destinations.at(ntohl(key.scope)).add(destination_cidr(key, policy::IpFamily::v4), set);
-    }
-    for (const auto& [key, set] : t.dst6) {
-      destinations.at(ntohl(key.scope)).add(destination_cidr(key, policy::IpFamily::v6), set);
-    }
-  }
-
-  const pc_rule_set* rule_set(uint32_t id) const {
-    const PolicyTables& t = classifier.tables();
-    return id < t.rule_sets.size() ? &t.rule_sets[id] : nullptr;
-  }
+      : classifier(std::move(tables)), flows(flow_capacity), fragments(fragment_capacity) {}
 
   const pc_rule_set* dst_rules(uint32_t scope, const pc_packet& pkt) const {
-    if (scope >= destinations.size()) return nullptr;
-    // PrefixMatcher visits shorter prefixes first: the last one seen is the longest match.
-    const pc_rule_set* found = nullptr;
-    destinations[scope].match(address_of(pkt.dst, pkt.family), [&](uint32_t set) { found = rule_set(set); });
-    return found;
+    return classifier.destination_rules(scope, address_of(pkt.dst, pkt.family));
   }
+  const pc_rule_set* name_rules(uint32_t scope) const { return classifier.name_rules(scope); }
 
-  const pc_rule_set* name_rules(uint32_t scope) const {
-    const PolicyTables& t = classifier.tables();
-    return scope < t.scopes.size() ? rule_set(t.scopes[scope].name_rule_set) : nullptr;
-  }
-
-  TableClassifier classifier;
-  std::vector<policy::PrefixMatcher> destinations;  // per scope; value: rule set id
+  TableClassifier classifier;  // the tables, and the lookups the BPF programs make in their maps
   LruTable<pc_flow_key, pc_flow> flows;
   LruTable<pc_frag_key, pc_frag> fragments;
   std::vector<uint64_t> counters = std::vector<uint64_t>(PC_COUNTER_MAX, 0);
@@ -192,7 +152,6 @@ UserspaceDataPath& UserspaceDataPath::operator=(UserspaceDataPath&&) noexcept = 
 
 void UserspaceDataPath::load(PolicyTables tables) {
   impl_->classifier = TableClassifier(std::move(tables));
-  impl_->index_destinations();
 }
 
 const PolicyTables& UserspaceDataPath::tables() const {
