@@ -19,89 +19,30 @@
 #include "dataplane/userspace_data_path.h"
 #include "policy/policy_loader.h"
 #include "portcullis/flow.h"
+#include "support/data_path_scenario.h"
 #include "support/packet_builder.h"
 
 namespace portcullis {
 namespace {
 
+using test::echo4;
+using test::icmp_error_about;
+using test::kDataPathPolicy;
+using test::tcp4;
+using test::tcp6;
+using test::udp4;
+using test::udp_fragment;
+
 using test::Bytes;
-using test::ipv4_address;
-using test::ipv6_address;
 using test::PacketBuilder;
 
 constexpr uint32_t kTcActRedirect = 7;
-
-const char* const kPolicy = R"(version: 1
-defaults: {action: deny, on_deny: reject}
-rules:
-  - {name: web, dst: 198.18.0.10, proto: tcp, ports: [80, "8000-8099"]}
-  - {name: dns-ish, dst: 198.18.0.10, proto: udp, ports: [5353]}
-  - {name: ping, dst: [198.18.0.0/24, "2001:db8::/64"], proto: icmp}
-  - {name: v6-web, dst: "2001:db8::10", proto: tcp, ports: [80]}
-  - {name: sni-only, dst: allowed.test, proto: https}
-  - {name: blocked, dst: 198.18.0.10, proto: tcp, ports: [8080], action: deny}
-groups:
-  - {name: sandbox, sources: [10.88.1.0/24, "fd88:1::/64"]}
-)";
-
-std::string opened_policy() {
-  std::string opened = kPolicy;
-  opened.replace(opened.find("rules:\n"), 7,
-                 "rules:\n  - {name: opened, dst: 198.18.0.10, proto: tcp, ports: [9000]}\n");
-  return opened;
-}
 
 struct Step {
   bool inside = true;
   Bytes frame;
   std::string reload;  // non-empty: load this policy (next generation) before the frame
 };
-
-Bytes tcp4(const char* src, const char* dst, uint16_t sport, uint16_t dport, uint8_t flags = test::kTcpSyn) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .tcp({.sport = sport, .dport = dport, .flags = flags, .seq = 1000, .ack = 5000})
-      .frame();
-}
-Bytes udp4(const char* src, const char* dst, uint16_t sport, uint16_t dport) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .udp({.sport = sport, .dport = dport, .payload = {1, 2, 3, 4}})
-      .frame();
-}
-Bytes tcp6(uint16_t sport, uint16_t dport) {
-  return PacketBuilder()
-      .ipv6({.src = ipv6_address("fd88:1::2"), .dst = ipv6_address("2001:db8::10")})
-      .tcp({.sport = sport, .dport = dport})
-      .frame();
-}
-Bytes echo(const char* src, const char* dst, uint8_t type) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .icmp({.type = type, .rest = test::echo_word(77, 1), .body = {1, 2, 3, 4}})
-      .frame();
-}
-Bytes error_about(const Bytes& quoted_frame) {
-  const Bytes quoted(quoted_frame.begin() + 14, quoted_frame.begin() + 14 + 28);
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address("198.18.0.1"), .dst = ipv4_address("10.88.1.2")})
-      .icmp({.type = test::kIcmpDestUnreachable, .code = 4, .rest = 1400, .body = quoted})
-      .frame();
-}
-Bytes udp_fragment(uint16_t id, uint16_t offset, bool more, uint16_t dport) {
-  PacketBuilder b;
-  b.ipv4({.src = ipv4_address("10.88.1.2"),
-          .dst = ipv4_address("198.18.0.10"),
-          .id = id,
-          .more_fragments = more,
-          .fragment_offset = offset});
-  if (offset == 0) {
-    b.udp({.sport = 40012, .dport = dport, .payload = Bytes(32, 0xab), .length = 1000});
-  } else {
-    b.l4({.protocol = test::kProtoUdp, .bytes = Bytes(64, 0xcd)});
-  }
-  return b.frame();
-}
 
 std::vector<Step> steps() {
   const Bytes allowed = tcp4("10.88.1.2", "198.18.0.10", 40000, 8042);
@@ -121,11 +62,11 @@ std::vector<Step> steps() {
       {true, tcp4("10.88.1.2", "203.0.113.5", 40007, 443), ""},
       {true, tcp4("10.99.0.2", "198.18.0.10", 40008, 80), ""},
       {false, tcp4("198.18.0.10", "10.88.1.2", 5555, 22), ""},
-      {true, echo("10.88.1.2", "198.18.0.20", test::kIcmpEchoRequest), ""},
-      {false, echo("198.18.0.20", "10.88.1.2", test::kIcmpEchoReply), ""},
-      {true, echo("10.88.1.2", "198.18.1.20", test::kIcmpEchoRequest), ""},
-      {false, error_about(allowed), ""},
-      {false, error_about(tcp4("10.88.1.2", "198.18.0.10", 40011, 80)), ""},
+      {true, echo4("10.88.1.2", "198.18.0.20", test::kIcmpEchoRequest), ""},
+      {false, echo4("198.18.0.20", "10.88.1.2", test::kIcmpEchoReply), ""},
+      {true, echo4("10.88.1.2", "198.18.1.20", test::kIcmpEchoRequest), ""},
+      {false, icmp_error_about(allowed), ""},
+      {false, icmp_error_about(tcp4("10.88.1.2", "198.18.0.10", 40011, 80)), ""},
       {true, udp_fragment(7, 0, true, 5353), ""},
       {true, udp_fragment(7, 5, false, 0), ""},
       {true, udp_fragment(8, 5, false, 0), ""},
@@ -134,7 +75,7 @@ std::vector<Step> steps() {
       {true, PacketBuilder().arp().frame(), ""},
       {true, truncated, ""},
       {true, closed, ""},
-      {true, closed, opened_policy()},  // the reload opens it
+      {true, closed, test::data_path_policy_opened()},  // the reload opens it
       {true, tcp4("10.88.1.2", "198.18.0.10", 40001, 8080), ""},
   };
 }
@@ -193,7 +134,7 @@ class DataPathParity : public ::testing::Test {
   }
 
   void run_and_compare(policy::Mode mode) {
-    write_policy(kPolicy, mode);
+    write_policy(kDataPathPolicy, mode);
     const std::vector<Step> all = steps();
     for (size_t i = 0; i < all.size(); i++) {
       const Step& step = all[i];

@@ -1,6 +1,5 @@
 // The data path in the kernel: the loaded TC and XDP programs run on packets built here
 // (BPF_PROG_TEST_RUN), with the policy written into their maps the way `run` writes it. Needs root.
-#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
@@ -19,30 +18,26 @@
 #include "policy/policy_loader.h"
 #include "portcullis/drop_reasons.h"
 #include "portcullis/flow.h"
+#include "support/data_path_scenario.h"
 #include "support/packet_builder.h"
 
 namespace portcullis {
 namespace {
 
+using test::echo4;
+using test::flow_key;
+using test::icmp_error_about;
+using test::kDataPathPolicy;
+using test::tcp4;
+using test::udp4;
+using test::udp_fragment;
+using test::with_drop;
+
 using test::Bytes;
-using test::ipv4_address;
 using test::ipv6_address;
 using test::PacketBuilder;
 
 constexpr int kTcActRedirect = 7;
-
-const char* const kPolicy = R"(version: 1
-defaults: {action: deny, on_deny: reject}
-rules:
-  - {name: web, dst: 198.18.0.10, proto: tcp, ports: [80, "8000-8099"]}
-  - {name: dns-ish, dst: 198.18.0.10, proto: udp, ports: [5353]}
-  - {name: ping, dst: [198.18.0.0/24, "2001:db8::/64"], proto: icmp}
-  - {name: v6-web, dst: "2001:db8::10", proto: tcp, ports: [80]}
-  - {name: sni-only, dst: allowed.test, proto: https}
-  - {name: blocked, dst: 198.18.0.10, proto: tcp, ports: [8080], action: deny}
-groups:
-  - {name: sandbox, sources: [10.88.1.0/24, "fd88:1::/64"]}
-)";
 
 struct RunResult {
   uint32_t retval = 0;
@@ -57,7 +52,7 @@ class KernelDataPath : public ::testing::Test {
     options.pin_dir = "/sys/fs/bpf/pc-datapath-test-" + std::to_string(getpid());
     options.flow_table_entries = 4096;
     objects_ = dataplane::BpfObjects::load(options);
-    write_policy(kPolicy, policy::Mode::gateway);
+    write_policy(kDataPathPolicy, policy::Mode::gateway);
   }
 
   void TearDown() override {
@@ -97,21 +92,6 @@ class KernelDataPath : public ::testing::Test {
   std::shared_ptr<const policy::CompiledPolicy> compiled_;
 };
 
-Bytes tcp4(const char* src, const char* dst, uint16_t sport, uint16_t dport, uint8_t flags = test::kTcpSyn,
-           Bytes payload = {}) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .tcp({.sport = sport, .dport = dport, .flags = flags, .seq = 1000, .ack = 5000, .payload = std::move(payload)})
-      .frame();
-}
-
-Bytes udp4(const char* src, const char* dst, uint16_t sport, uint16_t dport) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .udp({.sport = sport, .dport = dport, .payload = {1, 2, 3, 4}})
-      .frame();
-}
-
 // The one's-complement sum a receiver checks: zero (0xffff folded) for a correct checksum.
 uint16_t fold(uint32_t sum) {
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
@@ -137,29 +117,10 @@ bool ipv6_checksum_ok(const Bytes& frame) {
   return fold(sum16(ip + 40, l4_len, pseudo)) == 0xffff;
 }
 
-pc_flow_key key_of(const char* a, uint16_t a_port, const char* b, uint16_t b_port, uint8_t proto) {
-  // The same canonical order as packet.h: the numerically lower endpoint first.
-  pc_flow_key key{};
-  union pc_addr x {
-  }, y{};
-  const bool v6 = std::strchr(a, ':') != nullptr;
-  inet_pton(v6 ? AF_INET6 : AF_INET, a, x.bytes);
-  inet_pton(v6 ? AF_INET6 : AF_INET, b, y.bytes);
-  const int order = std::memcmp(x.bytes, y.bytes, 16);
-  const bool a_first = order < 0 || (order == 0 && a_port <= b_port);
-  key.lo_addr = a_first ? x : y;
-  key.hi_addr = a_first ? y : x;
-  key.lo_port = a_first ? a_port : b_port;
-  key.hi_port = a_first ? b_port : a_port;
-  key.family = v6 ? 6 : 4;
-  key.proto = proto;
-  return key;
-}
-
 TEST_F(KernelDataPath, AllowedFlowPassesAndIsRecordedWithItsRule) {
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40000, 8042)).retval, static_cast<uint32_t>(TC_ACT_OK));
   pc_flow flow{};
-  const pc_flow_key key = key_of("10.88.1.2", 40000, "198.18.0.10", 8042, 6);
+  const pc_flow_key key = flow_key("10.88.1.2", 40000, "198.18.0.10", 8042, 6);
   ASSERT_EQ(bpf_map_lookup_elem(objects_->flows_map(), &key, &flow), 0);
   EXPECT_EQ(flow.verdict, PC_VERDICT_ALLOW);
   EXPECT_EQ(rule_name(flow.rule_id), "web");
@@ -234,8 +195,7 @@ TEST_F(KernelDataPath, IPv6DenialsAreAnsweredInIPv6) {
 }
 
 TEST_F(KernelDataPath, DropModeIsSilent) {
-  write_policy(std::string(kPolicy).replace(std::string(kPolicy).find("on_deny: reject"), 15, "on_deny: drop"),
-               policy::Mode::gateway);
+  write_policy(with_drop(kDataPathPolicy), policy::Mode::gateway);
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40006, 8080)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 0u);
 }
@@ -250,7 +210,7 @@ TEST_F(KernelDataPath, SpoofedSourcesAreDroppedWithoutAFlowEntry) {
   EXPECT_EQ(inside(tcp4("10.99.0.2", "198.18.0.10", 40008, 80)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counter(PC_DROP_SOURCE_NOT_IN_GROUP), 1u);
   pc_flow flow{};
-  const pc_flow_key key = key_of("10.99.0.2", 40008, "198.18.0.10", 80, 6);
+  const pc_flow_key key = flow_key("10.99.0.2", 40008, "198.18.0.10", 80, 6);
   EXPECT_NE(bpf_map_lookup_elem(objects_->flows_map(), &key, &flow), 0);
 }
 
@@ -258,7 +218,7 @@ TEST_F(KernelDataPath, GatewayDropsUnsolicitedInboundHostModeAdmitsIt) {
   const Bytes inbound = tcp4("198.18.0.10", "10.88.1.2", 5555, 22);
   EXPECT_EQ(outside(inbound).retval, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counter(PC_DROP_UNSOLICITED_INBOUND), 1u);
-  write_policy(kPolicy, policy::Mode::host);
+  write_policy(kDataPathPolicy, policy::Mode::host);
   EXPECT_EQ(outside(inbound).retval, static_cast<uint32_t>(TC_ACT_OK));
   // The host's answer to that connection finds the flow, though no rule allows it.
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 22, 5555, test::kTcpSyn | test::kTcpAck)).retval,
@@ -266,53 +226,26 @@ TEST_F(KernelDataPath, GatewayDropsUnsolicitedInboundHostModeAdmitsIt) {
 }
 
 TEST_F(KernelDataPath, PingRequestAndReplyShareOneFlow) {
-  const auto echo = [](const char* src, const char* dst, uint8_t type) {
-    return PacketBuilder()
-        .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-        .icmp({.type = type, .rest = test::echo_word(77, 1), .body = {1, 2, 3, 4}})
-        .frame();
-  };
-  EXPECT_EQ(inside(echo("10.88.1.2", "198.18.0.20", test::kIcmpEchoRequest)).retval, static_cast<uint32_t>(TC_ACT_OK));
-  EXPECT_EQ(outside(echo("198.18.0.20", "10.88.1.2", test::kIcmpEchoReply)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(inside(echo4("10.88.1.2", "198.18.0.20", test::kIcmpEchoRequest)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(outside(echo4("198.18.0.20", "10.88.1.2", test::kIcmpEchoReply)).retval, static_cast<uint32_t>(TC_ACT_OK));
   // Outside the ping rule's prefix the request is refused with an ICMP error.
-  EXPECT_EQ(inside(echo("10.88.1.2", "198.18.1.20", test::kIcmpEchoRequest)).retval,
+  EXPECT_EQ(inside(echo4("10.88.1.2", "198.18.1.20", test::kIcmpEchoRequest)).retval,
             static_cast<uint32_t>(kTcActRedirect));
 }
 
 TEST_F(KernelDataPath, IcmpErrorsPassOnlyForAllowedFlows) {
   const Bytes allowed = tcp4("10.88.1.2", "198.18.0.10", 40010, 80);
   ASSERT_EQ(inside(allowed).retval, static_cast<uint32_t>(TC_ACT_OK));
-  const auto error_about = [](const Bytes& quoted_frame) {
-    const Bytes quoted(quoted_frame.begin() + 14, quoted_frame.begin() + 14 + 28);
-    return PacketBuilder()
-        .ipv4({.src = ipv4_address("198.18.0.1"), .dst = ipv4_address("10.88.1.2")})
-        .icmp({.type = test::kIcmpDestUnreachable, .code = 4, .rest = 1400, .body = quoted})
-        .frame();
-  };
-  EXPECT_EQ(outside(error_about(allowed)).retval, static_cast<uint32_t>(TC_ACT_OK));
-  EXPECT_EQ(outside(error_about(tcp4("10.88.1.2", "198.18.0.10", 40011, 80))).retval,
+  EXPECT_EQ(outside(icmp_error_about(allowed)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(outside(icmp_error_about(tcp4("10.88.1.2", "198.18.0.10", 40011, 80))).retval,
             static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counter(PC_DROP_ICMP_ERROR_NO_FLOW), 1u);
 }
 
 TEST_F(KernelDataPath, LaterFragmentsFollowTheirFirstFragment) {
-  const auto fragment = [](uint16_t id, uint16_t offset, bool more, uint16_t dport) {
-    PacketBuilder b;
-    b.ipv4({.src = ipv4_address("10.88.1.2"),
-            .dst = ipv4_address("198.18.0.10"),
-            .id = id,
-            .more_fragments = more,
-            .fragment_offset = offset});
-    if (offset == 0) {
-      b.udp({.sport = 40012, .dport = dport, .payload = Bytes(32, 0xab), .length = 1000});
-    } else {
-      b.l4({.protocol = test::kProtoUdp, .bytes = Bytes(64, 0xcd)});
-    }
-    return b.frame();
-  };
-  EXPECT_EQ(inside(fragment(7, 0, true, 5353)).retval, static_cast<uint32_t>(TC_ACT_OK));
-  EXPECT_EQ(inside(fragment(7, 5, false, 0)).retval, static_cast<uint32_t>(TC_ACT_OK));
-  EXPECT_EQ(inside(fragment(8, 5, false, 0)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(inside(udp_fragment(7, 0, true, 5353)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(inside(udp_fragment(7, 5, false, 0)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(inside(udp_fragment(8, 5, false, 0)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counter(PC_DROP_FRAGMENT_NO_FIRST), 1u);
 }
 
@@ -348,13 +281,10 @@ TEST_F(KernelDataPath, XdpDropsFlowsAlreadyDeniedAndPassesTheRest) {
 TEST_F(KernelDataPath, AReloadThatOpensADeniedFlowTakesEffectOnItsNextPacket) {
   const Bytes syn = tcp4("10.88.1.2", "198.18.0.10", 40016, 9000);
   EXPECT_EQ(inside(syn).retval, static_cast<uint32_t>(kTcActRedirect));
-  std::string opened = kPolicy;
-  opened.replace(opened.find("rules:\n"), 7,
-                 "rules:\n  - {name: opened, dst: 198.18.0.10, proto: tcp, ports: [9000]}\n");
-  write_policy(opened, policy::Mode::gateway);
+  write_policy(test::data_path_policy_opened(), policy::Mode::gateway);
   EXPECT_EQ(inside(syn).retval, static_cast<uint32_t>(TC_ACT_OK));
   pc_flow flow{};
-  const pc_flow_key key = key_of("10.88.1.2", 40016, "198.18.0.10", 9000, 6);
+  const pc_flow_key key = flow_key("10.88.1.2", 40016, "198.18.0.10", 9000, 6);
   ASSERT_EQ(bpf_map_lookup_elem(objects_->flows_map(), &key, &flow), 0);
   EXPECT_EQ(rule_name(flow.rule_id), "opened");
 }

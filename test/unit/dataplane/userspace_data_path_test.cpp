@@ -2,10 +2,8 @@
 // runs in the kernel. No root: the same frames, the same policy tables, no BPF.
 #include "dataplane/userspace_data_path.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -14,6 +12,7 @@
 #include "policy/policy_loader.h"
 #include "portcullis/drop_reasons.h"
 #include "portcullis/flow.h"
+#include "support/data_path_scenario.h"
 #include "support/packet_builder.h"
 
 namespace portcullis::dataplane {
@@ -26,31 +25,24 @@ void PrintTo(const PacketOutcome& outcome, std::ostream* os) {
 
 namespace {
 
+using test::echo4;
+using test::flow_key;
+using test::icmp_error_about;
+using test::kDataPathPolicy;
+using test::tcp4;
+using test::udp4;
+using test::udp_fragment;
+using test::with_drop;
+
 using test::Bytes;
-using test::ipv4_address;
 using test::ipv6_address;
 using test::PacketBuilder;
 
-const char* const kPolicy = R"(version: 1
-defaults: {action: deny, on_deny: reject}
-rules:
-  - {name: web, dst: 198.18.0.10, proto: tcp, ports: [80, "8000-8099"]}
-  - {name: dns-ish, dst: 198.18.0.10, proto: udp, ports: [5353]}
-  - {name: ping, dst: [198.18.0.0/24, "2001:db8::/64"], proto: icmp}
-  - {name: v6-web, dst: "2001:db8::10", proto: tcp, ports: [80]}
-  - {name: sni-only, dst: allowed.test, proto: https}
-  - {name: blocked, dst: 198.18.0.10, proto: tcp, ports: [8080], action: deny}
-groups:
-  - {name: sandbox, sources: [10.88.1.0/24, "fd88:1::/64"]}
-)";
-
-std::string with_drop(std::string yaml) {
-  return yaml.replace(yaml.find("on_deny: reject"), 15, "on_deny: drop");
-}
-
 class UserspaceDataPathTest : public ::testing::Test {
  protected:
-  void SetUp() override { path_ = std::make_unique<UserspaceDataPath>(tables(kPolicy, policy::Mode::gateway, 1)); }
+  void SetUp() override {
+    path_ = std::make_unique<UserspaceDataPath>(tables(kDataPathPolicy, policy::Mode::gateway, 1));
+  }
 
   PolicyTables tables(const std::string& yaml, policy::Mode mode, uint32_t generation) {
     policy::LoadResult loaded = policy::load_policy(yaml, "test.yaml");
@@ -74,39 +66,6 @@ class UserspaceDataPathTest : public ::testing::Test {
   std::shared_ptr<const policy::CompiledPolicy> compiled_;
 };
 
-Bytes tcp4(const char* src, const char* dst, uint16_t sport, uint16_t dport, uint8_t flags = test::kTcpSyn) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .tcp({.sport = sport, .dport = dport, .flags = flags, .seq = 1000, .ack = 5000})
-      .frame();
-}
-
-Bytes udp4(const char* src, const char* dst, uint16_t sport, uint16_t dport) {
-  return PacketBuilder()
-      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-      .udp({.sport = sport, .dport = dport, .payload = {1, 2, 3, 4}})
-      .frame();
-}
-
-pc_flow_key key_of(const char* a, uint16_t a_port, const char* b, uint16_t b_port, uint8_t proto) {
-  // The canonical order of packet.h: the numerically lower endpoint first.
-  pc_flow_key key{};
-  union pc_addr x {
-  }, y{};
-  const bool v6 = std::strchr(a, ':') != nullptr;
-  inet_pton(v6 ? AF_INET6 : AF_INET, a, x.bytes);
-  inet_pton(v6 ? AF_INET6 : AF_INET, b, y.bytes);
-  const int order = std::memcmp(x.bytes, y.bytes, 16);
-  const bool a_first = order < 0 || (order == 0 && a_port <= b_port);
-  key.lo_addr = a_first ? x : y;
-  key.hi_addr = a_first ? y : x;
-  key.lo_port = a_first ? a_port : b_port;
-  key.hi_port = a_first ? b_port : a_port;
-  key.family = v6 ? 6 : 4;
-  key.proto = proto;
-  return key;
-}
-
 const PacketOutcome kPass{kActionPass, PC_DROP_NONE};
 PacketOutcome drop(pc_drop_reason reason) {
   return PacketOutcome{kActionDrop, reason};
@@ -118,7 +77,7 @@ PacketOutcome reject(pc_drop_reason reason) {
 TEST_F(UserspaceDataPathTest, AllowedFlowPassesAndIsRecordedWithItsRule) {
   path_->set_now_ns(1000);
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40000, 8042)), kPass);
-  const pc_flow_key key = key_of("10.88.1.2", 40000, "198.18.0.10", 8042, 6);
+  const pc_flow_key key = flow_key("10.88.1.2", 40000, "198.18.0.10", 8042, 6);
   const pc_flow* flow = path_->flow(key);
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(flow->verdict, PC_VERDICT_ALLOW);
@@ -154,7 +113,7 @@ TEST_F(UserspaceDataPathTest, AllowedFlowPassesAndIsRecordedWithItsRule) {
 
 TEST_F(UserspaceDataPathTest, DeniedFlowsAreRejectedAndRecorded) {
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40001, 8080)), reject(PC_DROP_DENIED_BY_RULE));
-  const pc_flow* flow = path_->flow(key_of("10.88.1.2", 40001, "198.18.0.10", 8080, 6));
+  const pc_flow* flow = path_->flow(flow_key("10.88.1.2", 40001, "198.18.0.10", 8080, 6));
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(flow->verdict, PC_VERDICT_DENY);
   EXPECT_EQ(rule_name(flow->rule_id), "blocked");
@@ -168,7 +127,7 @@ TEST_F(UserspaceDataPathTest, DeniedFlowsAreRejectedAndRecorded) {
   EXPECT_EQ(outside(tcp4("198.18.0.10", "10.88.1.2", 8080, 40001, test::kTcpAck)), drop(PC_DROP_DENIED_BY_RULE));
 
   EXPECT_EQ(inside(udp4("10.88.1.2", "198.18.0.10", 40002, 9999)), reject(PC_DROP_DENIED_BY_DEFAULT));
-  EXPECT_EQ(path_->flow(key_of("10.88.1.2", 40002, "198.18.0.10", 9999, 17))->rule_id, PC_RULE_NONE);
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40002, "198.18.0.10", 9999, 17))->rule_id, PC_RULE_NONE);
   EXPECT_EQ(counter(PC_DROP_DENIED_BY_DEFAULT), 1u);
 }
 
@@ -186,27 +145,27 @@ TEST_F(UserspaceDataPathTest, IPv6FlowsAreDecidedLikeIPv4) {
   EXPECT_EQ(inside(v6(40003, 81, false)), reject(PC_DROP_DENIED_BY_DEFAULT));
   EXPECT_EQ(inside(v6(40004, 9999, true)), reject(PC_DROP_DENIED_BY_DEFAULT));
   EXPECT_EQ(inside(v6(40005, 80, false)), kPass);
-  const pc_flow* flow = path_->flow(key_of("fd88:1::2", 40005, "2001:db8::10", 80, 6));
+  const pc_flow* flow = path_->flow(flow_key("fd88:1::2", 40005, "2001:db8::10", 80, 6));
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(rule_name(flow->rule_id), "v6-web");
 }
 
 TEST_F(UserspaceDataPathTest, DropModeIsSilent) {
-  write_policy(with_drop(kPolicy), policy::Mode::gateway);
+  write_policy(with_drop(kDataPathPolicy), policy::Mode::gateway);
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40006, 8080)), drop(PC_DROP_DENIED_BY_RULE));
 }
 
 TEST_F(UserspaceDataPathTest, FlowsThatMustShowANameAreHeldBackAsNeedsL7) {
   // Pending, not denied: dropped even though the policy rejects.
   EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443)), drop(PC_DROP_NEEDS_L7));
-  EXPECT_EQ(path_->flow(key_of("10.88.1.2", 40007, "203.0.113.5", 443, 6))->verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40007, "203.0.113.5", 443, 6))->verdict, PC_VERDICT_PENDING);
   EXPECT_EQ(counter(PC_DROP_NEEDS_L7), 1u);
 }
 
 TEST_F(UserspaceDataPathTest, SpoofedSourcesAreDroppedWithoutAFlowEntry) {
   EXPECT_EQ(inside(tcp4("10.99.0.2", "198.18.0.10", 40008, 80)), drop(PC_DROP_SOURCE_NOT_IN_GROUP));
   EXPECT_EQ(counter(PC_DROP_SOURCE_NOT_IN_GROUP), 1u);
-  EXPECT_EQ(path_->flow(key_of("10.99.0.2", 40008, "198.18.0.10", 80, 6)), nullptr);
+  EXPECT_EQ(path_->flow(flow_key("10.99.0.2", 40008, "198.18.0.10", 80, 6)), nullptr);
   EXPECT_EQ(path_->flow_count(), 0u);
   EXPECT_TRUE(path_->events().empty());
 }
@@ -216,9 +175,9 @@ TEST_F(UserspaceDataPathTest, GatewayDropsUnsolicitedInboundHostModeAdmitsIt) {
   EXPECT_EQ(outside(inbound), drop(PC_DROP_UNSOLICITED_INBOUND));
   EXPECT_EQ(counter(PC_DROP_UNSOLICITED_INBOUND), 1u);
   EXPECT_EQ(path_->flow_count(), 0u);
-  write_policy(kPolicy, policy::Mode::host);
+  write_policy(kDataPathPolicy, policy::Mode::host);
   EXPECT_EQ(outside(inbound), kPass);
-  const pc_flow* flow = path_->flow(key_of("198.18.0.10", 5555, "10.88.1.2", 22, 6));
+  const pc_flow* flow = path_->flow(flow_key("198.18.0.10", 5555, "10.88.1.2", 22, 6));
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(flow->verdict, PC_VERDICT_ALLOW);
   EXPECT_EQ(flow->rule_id, PC_RULE_NONE);
@@ -227,63 +186,35 @@ TEST_F(UserspaceDataPathTest, GatewayDropsUnsolicitedInboundHostModeAdmitsIt) {
   EXPECT_EQ(flow->packets[1 - flow->initiator], 1u);
   // Host mode decides flows from sources in no group with the top-level rules.
   EXPECT_EQ(inside(tcp4("10.99.0.2", "198.18.0.10", 40009, 80)), kPass);
-  EXPECT_EQ(path_->flow(key_of("10.99.0.2", 40009, "198.18.0.10", 80, 6))->scope,
+  EXPECT_EQ(path_->flow(flow_key("10.99.0.2", 40009, "198.18.0.10", 80, 6))->scope,
             static_cast<uint32_t>(PC_SCOPE_TOP_LEVEL));
 }
 
 TEST_F(UserspaceDataPathTest, PingRequestAndReplyShareOneFlow) {
-  const auto echo = [](const char* src, const char* dst, uint8_t type) {
-    return PacketBuilder()
-        .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
-        .icmp({.type = type, .rest = test::echo_word(77, 1), .body = {1, 2, 3, 4}})
-        .frame();
-  };
-  EXPECT_EQ(inside(echo("10.88.1.2", "198.18.0.20", test::kIcmpEchoRequest)), kPass);
-  EXPECT_EQ(outside(echo("198.18.0.20", "10.88.1.2", test::kIcmpEchoReply)), kPass);
+  EXPECT_EQ(inside(echo4("10.88.1.2", "198.18.0.20", test::kIcmpEchoRequest)), kPass);
+  EXPECT_EQ(outside(echo4("198.18.0.20", "10.88.1.2", test::kIcmpEchoReply)), kPass);
   EXPECT_EQ(path_->flow_count(), 1u);
-  const pc_flow* flow = path_->flow(key_of("10.88.1.2", 77, "198.18.0.20", 77, 1));
+  const pc_flow* flow = path_->flow(flow_key("10.88.1.2", 77, "198.18.0.20", 77, 1));
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(rule_name(flow->rule_id), "ping");
   EXPECT_EQ(flow->packets[0] + flow->packets[1], 2u);
   EXPECT_EQ(path_->events().at(0).dport, test::kIcmpEchoRequest);  // ICMP: the type
   // Outside the ping rule's prefix the request is refused.
-  EXPECT_EQ(inside(echo("10.88.1.2", "198.18.1.20", test::kIcmpEchoRequest)), reject(PC_DROP_DENIED_BY_DEFAULT));
+  EXPECT_EQ(inside(echo4("10.88.1.2", "198.18.1.20", test::kIcmpEchoRequest)), reject(PC_DROP_DENIED_BY_DEFAULT));
 }
 
 TEST_F(UserspaceDataPathTest, IcmpErrorsPassOnlyForAllowedFlows) {
   const Bytes allowed = tcp4("10.88.1.2", "198.18.0.10", 40010, 80);
   ASSERT_EQ(inside(allowed), kPass);
-  const auto error_about = [](const Bytes& quoted_frame) {
-    const Bytes quoted(quoted_frame.begin() + 14, quoted_frame.begin() + 14 + 28);
-    return PacketBuilder()
-        .ipv4({.src = ipv4_address("198.18.0.1"), .dst = ipv4_address("10.88.1.2")})
-        .icmp({.type = test::kIcmpDestUnreachable, .code = 4, .rest = 1400, .body = quoted})
-        .frame();
-  };
-  EXPECT_EQ(outside(error_about(allowed)), kPass);
-  EXPECT_EQ(outside(error_about(tcp4("10.88.1.2", "198.18.0.10", 40011, 80))), drop(PC_DROP_ICMP_ERROR_NO_FLOW));
+  EXPECT_EQ(outside(icmp_error_about(allowed)), kPass);
+  EXPECT_EQ(outside(icmp_error_about(tcp4("10.88.1.2", "198.18.0.10", 40011, 80))), drop(PC_DROP_ICMP_ERROR_NO_FLOW));
   // About a denied flow: dropped too.
   const Bytes denied = tcp4("10.88.1.2", "198.18.0.10", 40012, 8080);
   inside(denied);
-  EXPECT_EQ(outside(error_about(denied)), drop(PC_DROP_ICMP_ERROR_NO_FLOW));
+  EXPECT_EQ(outside(icmp_error_about(denied)), drop(PC_DROP_ICMP_ERROR_NO_FLOW));
   EXPECT_EQ(counter(PC_DROP_ICMP_ERROR_NO_FLOW), 2u);
   // Errors create no flow of their own.
   EXPECT_EQ(path_->flow_count(), 2u);
-}
-
-Bytes udp_fragment(uint16_t id, uint16_t offset, bool more, uint16_t dport) {
-  PacketBuilder b;
-  b.ipv4({.src = ipv4_address("10.88.1.2"),
-          .dst = ipv4_address("198.18.0.10"),
-          .id = id,
-          .more_fragments = more,
-          .fragment_offset = offset});
-  if (offset == 0) {
-    b.udp({.sport = 40012, .dport = dport, .payload = Bytes(32, 0xab), .length = 1000});
-  } else {
-    b.l4({.protocol = test::kProtoUdp, .bytes = Bytes(64, 0xcd)});
-  }
-  return b.frame();
 }
 
 TEST_F(UserspaceDataPathTest, LaterFragmentsFollowTheirFirstFragment) {
@@ -326,25 +257,22 @@ TEST_F(UserspaceDataPathTest, AReloadThatOpensADeniedFlowTakesEffectOnItsNextPac
   EXPECT_EQ(inside(syn), reject(PC_DROP_DENIED_BY_DEFAULT));
   const Bytes web = tcp4("10.88.1.2", "198.18.0.10", 40017, 80);
   EXPECT_EQ(inside(web), kPass);
-  std::string opened = kPolicy;
-  opened.replace(opened.find("rules:\n"), 7,
-                 "rules:\n  - {name: opened, dst: 198.18.0.10, proto: tcp, ports: [9000]}\n");
-  write_policy(opened, policy::Mode::gateway);
+  write_policy(test::data_path_policy_opened(), policy::Mode::gateway);
   EXPECT_EQ(path_->tables().config.generation, 2u);
   EXPECT_EQ(inside(syn), kPass);
-  const pc_flow* flow = path_->flow(key_of("10.88.1.2", 40016, "198.18.0.10", 9000, 6));
+  const pc_flow* flow = path_->flow(flow_key("10.88.1.2", 40016, "198.18.0.10", 9000, 6));
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(rule_name(flow->rule_id), "opened");
   EXPECT_EQ(flow->generation, 2u);
   EXPECT_EQ(flow->packets[flow->initiator], 1u);  // a new entry
   // Allowed flows are kept as they were decided, under the old generation.
   EXPECT_EQ(inside(web), kPass);
-  EXPECT_EQ(path_->flow(key_of("10.88.1.2", 40017, "198.18.0.10", 80, 6))->generation, 1u);
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40017, "198.18.0.10", 80, 6))->generation, 1u);
   EXPECT_EQ(counter(PC_COUNTER_NEW_FLOW), 3u);
 }
 
 TEST_F(UserspaceDataPathTest, AFullFlowTableEvictsTheLeastRecentlyUsedFlow) {
-  UserspaceDataPath small(tables(kPolicy, policy::Mode::gateway, 1), 2);
+  UserspaceDataPath small(tables(kDataPathPolicy, policy::Mode::gateway, 1), 2);
   const Bytes a = tcp4("10.88.1.2", "198.18.0.10", 41000, 80);
   const Bytes b = tcp4("10.88.1.2", "198.18.0.10", 41001, 80);
   const Bytes c = tcp4("10.88.1.2", "198.18.0.10", 41002, 80);
@@ -353,13 +281,13 @@ TEST_F(UserspaceDataPathTest, AFullFlowTableEvictsTheLeastRecentlyUsedFlow) {
   small.inside(a);  // a is used again: b is now the oldest
   small.inside(c);
   EXPECT_EQ(small.flow_count(), 2u);
-  EXPECT_NE(small.flow(key_of("10.88.1.2", 41000, "198.18.0.10", 80, 6)), nullptr);
-  EXPECT_EQ(small.flow(key_of("10.88.1.2", 41001, "198.18.0.10", 80, 6)), nullptr);
-  EXPECT_NE(small.flow(key_of("10.88.1.2", 41002, "198.18.0.10", 80, 6)), nullptr);
+  EXPECT_NE(small.flow(flow_key("10.88.1.2", 41000, "198.18.0.10", 80, 6)), nullptr);
+  EXPECT_EQ(small.flow(flow_key("10.88.1.2", 41001, "198.18.0.10", 80, 6)), nullptr);
+  EXPECT_NE(small.flow(flow_key("10.88.1.2", 41002, "198.18.0.10", 80, 6)), nullptr);
 }
 
 TEST_F(UserspaceDataPathTest, InstancesKeepTheirOwnState) {
-  UserspaceDataPath other(tables(with_drop(kPolicy), policy::Mode::gateway, 1));
+  UserspaceDataPath other(tables(with_drop(kDataPathPolicy), policy::Mode::gateway, 1));
   const Bytes denied = tcp4("10.88.1.2", "198.18.0.10", 42000, 8080);
   EXPECT_EQ(inside(denied), reject(PC_DROP_DENIED_BY_RULE));
   EXPECT_EQ(other.inside(denied), drop(PC_DROP_DENIED_BY_RULE));
