@@ -1,8 +1,11 @@
 /* TC entry points. Table of contents:
  *   portcullis_inside   gateway: ingress of the inside interfaces; host: egress of the uplinks.
- *                       Every packet leaving the protected side; new flows are classified here.
+ *                       Every packet leaving the protected side; new flows are classified here, and the
+ *                       first packets of pending flows are punted to the daemon and held.
  *   portcullis_outside  gateway: ingress of the outside interfaces; host: ingress of the uplinks.
  *                       Replies of known flows; host mode also admits flows started from outside.
+ *   portcullis_reinject gateway: egress of the inside interfaces. Frames the daemon sends back (punt.h)
+ *                       turn round into the interface's ingress; everything else passes.
  * The logic is in include/portcullis/datapath.h, shared with userspace; this file only adapts the skb. */
 #include "portcullis/compat.h"
 #include <linux/pkt_cls.h>
@@ -27,13 +30,16 @@ static __always_inline enum pc_drop_reason pc_parse_skb(struct __sk_buff *skb, s
 }
 
 /* `ifindex` and `egress` are read from the skb before any helper may move its data: the verifier refuses
- * context reads through a pointer the compiler has offset. */
-static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_packet *pkt, struct pc_outcome out,
-					  __u32 ifindex, int egress)
+ * context reads through a pointer the compiler has offset.
+ *
+ * A global function: the verifier checks it once, not once for every way the classifier can reach it (the
+ * paths through the parser, the classifier and the reject builders multiply otherwise). */
+__noinline int pc_tc_refuse(struct __sk_buff *skb, const struct pc_packet *pkt, __u32 action, __u32 ifindex,
+			    __u32 egress)
 {
-	if (out.action == PC_PASS)
-		return TC_ACT_OK;
-	if (out.action == PC_REJECT) {
+	if (!skb || !pkt)
+		return TC_ACT_SHOT;
+	if (action == PC_REJECT) {
 		if (pc_reject(skb, pkt, egress) == 0) {
 			pc_state_count(PC_COUNTER_REJECT_SENT);
 			/* Back where it came from: to the client's interface (gateway), or up the local stack
@@ -48,6 +54,45 @@ static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_
 	return TC_ACT_SHOT;
 }
 
+static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_packet *pkt, struct pc_outcome out,
+					  __u32 ifindex, int egress)
+{
+	if (out.action == PC_PASS)
+		return TC_ACT_OK;
+	return pc_tc_refuse(skb, pkt, out.action, ifindex, egress);
+}
+
+/* Copies the frame into the punt ring and holds it: returns PC_DROP_NONE, or why it could not. The caller
+ * steals a held frame rather than shooting it: on host egress a shot packet counts as never sent, and the
+ * local TCP stack would retransmit it. */
+__noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u32 egress, __u32 gso)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct pc_punt_scratch *scratch = bpf_map_lookup_elem(&pc_punt_scratch, &cpu);
+
+	if (!skb || !scratch)
+		return PC_DROP_PUNT_QUEUE_FULL;
+	if (len < PC_ETH_LEN || len > PC_PUNT_MAX_FRAME)
+		return PC_DROP_PUNT_TOO_LARGE;
+	/* The same length, bounded to [1, PC_PUNT_BUFFER] where the verifier sees it. */
+	__u32 copy = len - 1;
+
+	pc_mask_index(copy, PC_PUNT_BUFFER - 1);
+	copy += 1;
+	if (bpf_skb_load_bytes(skb, 0, scratch->frame, copy) < 0)
+		return PC_DROP_PUNT_QUEUE_FULL;
+	scratch->header.timestamp_ns = bpf_ktime_get_ns();
+	scratch->header.ifindex = ifindex;
+	scratch->header.len = copy;
+	scratch->header.gso_size = gso & 0xffff;
+	scratch->header.gso_segs = gso >> 16;
+	scratch->header.path = egress ? PC_PUNT_EGRESS : PC_PUNT_INGRESS;
+	if (bpf_ringbuf_output(&pc_punts, scratch, sizeof(scratch->header) + copy, 0) != 0)
+		return PC_DROP_PUNT_QUEUE_FULL;
+	pc_state_count(PC_COUNTER_PUNTED);
+	return PC_DROP_NONE;
+}
+
 SEC("tc")
 int portcullis_inside(struct __sk_buff *skb)
 {
@@ -56,14 +101,40 @@ int portcullis_inside(struct __sk_buff *skb)
 	 * and the receiving device for forwarded ones, never the sending device. */
 	const int egress = skb->ingress_ifindex != ifindex;
 	const __u32 len = skb->len;
+	const __u32 gso = (skb->gso_segs << 16) | (skb->gso_size & 0xffff);
 	struct pc_packet pkt;
+
+	if (skb->mark == PC_REINJECT_MARK) {
+		skb->mark = 0;
+		pc_state_count(PC_COUNTER_REINJECTED);
+		return TC_ACT_OK;
+	}
+	if (skb->mark == PC_RECLASSIFY_MARK)
+		skb->mark = 0;
 	enum pc_drop_reason reason = pc_parse_skb(skb, &pkt);
 
 	if (reason != PC_DROP_NONE) {
 		pc_state_count(reason);
 		return TC_ACT_SHOT;
 	}
-	return pc_tc_verdict(skb, &pkt, pc_datapath_inside(&pkt, len), ifindex, egress);
+	struct pc_flow_key key;
+	struct pc_outcome out = pc_datapath_inside(&pkt, len, &key);
+
+	if (out.action == PC_PUNT) {
+		reason = pc_tc_punt(skb, len, ifindex, egress, gso);
+		if (reason == PC_DROP_NONE)
+			return TC_ACT_STOLEN;
+		out = pc_punt_failed(&pkt, &key, reason);
+	}
+	return pc_tc_verdict(skb, &pkt, out, ifindex, egress);
+}
+
+SEC("tc")
+int portcullis_reinject(struct __sk_buff *skb)
+{
+	if (skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK)
+		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return TC_ACT_OK;
 }
 
 SEC("tc")

@@ -64,6 +64,14 @@ static inline void pc_loop(__u32 n, int (*fn)(__u32, void *), void *ctx)
 }
 #endif
 
+/* A function the BPF verifier checks once, on its own, instead of at every path that reaches it (a global
+ * function: scalar or pointer arguments, scalar result, pointers possibly null). Plain inline in userspace. */
+#ifdef __bpf__
+#define PC_SUBPROG __attribute__((noinline))
+#else
+#define PC_SUBPROG static inline
+#endif
+
 /* Map keys, values and records are shared by both builds: each layout is pinned by a size check. */
 #ifdef __cplusplus
 #define PC_STATIC_ASSERT(cond, msg) static_assert(cond, msg)

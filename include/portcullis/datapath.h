@@ -18,9 +18,13 @@
  *   const struct pc_rule_set *pc_state_name_rules(__u32 scope);
  *   const struct pc_policy_config *pc_state_config(void);
  *   void pc_state_count(__u32 slot);                                 enum pc_drop_reason or pc_counter_slot
- *   void pc_state_emit_verdict(const struct pc_verdict_event *event);
+ *   void pc_state_emit_verdict(const struct pc_packet *pkt, const struct pc_flow *flow);  with pc_verdict_event_fill
  *   __u64 pc_state_now_ns(void);
- */
+ *   const struct pc_punt_config *pc_state_punt_config(void);          null: no daemon configured punts
+ *   struct pc_punt_bucket *pc_state_punt_bucket(const struct pc_packet *pkt);  the source's, created full
+ *
+ * A pending flow's packets come back as PC_PUNT: the build copies the frame to the daemon and holds it
+ * (punt.h); when it cannot, it calls pc_punt_failed, which denies the flow. */
 #ifndef PORTCULLIS_DATAPATH_H
 #define PORTCULLIS_DATAPATH_H
 
@@ -30,11 +34,13 @@
 #include "portcullis/flow.h"
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
+#include "portcullis/punt.h"
 
 enum pc_action_kind {
 	PC_PASS = 0,
 	PC_DROP = 1,
 	PC_REJECT = 2, /* drop, and answer with a TCP RST or an ICMP administratively-prohibited */
+	PC_PUNT = 3,   /* copy the frame to the daemon and hold it: the flow waits for its name */
 };
 
 struct pc_outcome {
@@ -42,6 +48,19 @@ struct pc_outcome {
 	__u8 pad[3];
 	__u32 reason; /* enum pc_drop_reason when the packet does not pass */
 };
+
+/* A pc_outcome packed in the scalar a subprogram (PC_SUBPROG) returns. */
+static __always_inline __u64 pc_outcome_pack(struct pc_outcome out)
+{
+	return out.action | ((__u64)out.reason << 32);
+}
+
+static __always_inline struct pc_outcome pc_outcome_unpack(__u64 packed)
+{
+	struct pc_outcome out = {.action = (__u8)packed, .reason = (__u32)(packed >> 32)};
+
+	return out;
+}
 
 static __always_inline struct pc_outcome pc_pass(void)
 {
@@ -102,44 +121,69 @@ static __always_inline void pc_frag_key_of(const struct pc_packet *pkt, struct p
 }
 
 /* Fragments after the first follow the verdict their first fragment got. */
-static __always_inline struct pc_outcome pc_follow_first_fragment(const struct pc_packet *pkt)
+PC_SUBPROG __u64 pc_follow_first_fragment_packed(const struct pc_packet *pkt)
 {
 	struct pc_frag_key key;
 	const struct pc_frag *frag;
 
+	if (!pkt)
+		return PC_DROP;
 	pc_frag_key_of(pkt, &key);
 	frag = pc_state_frag_lookup(&key);
 	if (!frag)
-		return pc_drop(PC_DROP_FRAGMENT_NO_FIRST);
+		return pc_outcome_pack(pc_drop(PC_DROP_FRAGMENT_NO_FIRST));
+	if (frag->verdict == PC_VERDICT_PENDING) {
+		/* Held with the first fragment, and released or refused with it. */
+		struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
+
+		return pc_outcome_pack(out);
+	}
 	if (frag->verdict != PC_VERDICT_ALLOW)
-		return pc_drop(frag->reason);
-	return pc_pass();
+		return pc_outcome_pack(pc_drop(frag->reason));
+	return pc_outcome_pack(pc_pass());
+}
+
+static __always_inline struct pc_outcome pc_follow_first_fragment(const struct pc_packet *pkt)
+{
+	return pc_outcome_unpack(pc_follow_first_fragment_packed(pkt));
+}
+
+PC_SUBPROG int pc_remember_fragment_verdict(const struct pc_packet *pkt, __u32 verdict, __u32 reason)
+{
+	struct pc_frag_key key;
+	struct pc_frag frag = {.verdict = (__u8)verdict, .reason = reason};
+
+	if (!pkt)
+		return 0;
+	pc_frag_key_of(pkt, &key);
+	pc_state_frag_insert(&key, &frag);
+	return 0;
 }
 
 static __always_inline void pc_remember_first_fragment(const struct pc_packet *pkt, __u8 verdict, __u32 reason)
 {
-	struct pc_frag_key key;
-	struct pc_frag frag = {.verdict = verdict, .reason = reason};
-
-	if (!pkt->is_first_fragment)
-		return;
-	pc_frag_key_of(pkt, &key);
-	pc_state_frag_insert(&key, &frag);
+	if (pkt->is_first_fragment)
+		pc_remember_fragment_verdict(pkt, verdict, reason);
 }
 
 /* An ICMP error passes when the flow it reports on is allowed. */
-static __always_inline struct pc_outcome pc_follow_quoted_flow(const struct pc_packet *pkt)
+PC_SUBPROG __u64 pc_follow_quoted_flow_packed(const struct pc_packet *pkt)
 {
 	struct pc_flow_key key;
 	__u8 direction;
 	const struct pc_flow *flow;
 
-	if (pc_flow_key_from_quoted(pkt, &key, &direction) < 0)
-		return pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW);
+	if (!pkt || pc_flow_key_from_quoted(pkt, &key, &direction) < 0)
+		return pc_outcome_pack(pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW));
 	flow = pc_state_flow_lookup(&key);
 	if (!flow || flow->verdict != PC_VERDICT_ALLOW)
-		return pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW);
-	return pc_pass();
+		return pc_outcome_pack(pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW));
+	return pc_outcome_pack(pc_pass());
+}
+
+static __always_inline struct pc_outcome pc_follow_quoted_flow(const struct pc_packet *pkt)
+{
+	return pc_outcome_unpack(pc_follow_quoted_flow_packed(pkt));
 }
 
 static __always_inline void pc_account(struct pc_flow *flow, __u8 direction, __u32 len, __u8 tcp_flags)
@@ -176,26 +220,64 @@ static __always_inline struct pc_decision pc_classify(const struct pc_packet *pk
 
 static __always_inline void pc_emit(const struct pc_packet *pkt, const struct pc_flow *flow)
 {
-	struct pc_verdict_event event;
-
-	__builtin_memset(&event, 0, sizeof(event));
-	event.timestamp_ns = flow->first_seen_ns;
-	event.src = pkt->src;
-	event.dst = pkt->dst;
-	event.sport = pkt->sport;
-	event.dport = (pkt->proto == 1 || pkt->proto == 58) ? pkt->icmp_type : pkt->dport;
-	event.family = pkt->family;
-	event.proto = pkt->proto;
-	event.verdict = flow->verdict;
-	event.reason = flow->reason;
-	event.rule_id = flow->rule_id;
-	event.scope = flow->scope;
-	event.generation = flow->generation;
-	pc_state_emit_verdict(&event);
+	pc_state_emit_verdict(pkt, flow);
 }
 
-static __always_inline struct pc_outcome pc_new_flow(const struct pc_packet *pkt, const struct pc_flow_key *key,
-						     __u8 direction, __u32 len)
+/* Ends a pending flow that cannot be held: denied for `reason`, logged, and refused. */
+static __always_inline struct pc_outcome pc_deny_pending(const struct pc_packet *pkt, struct pc_flow *flow,
+							 __u32 reason)
+{
+	flow->verdict = PC_VERDICT_DENY;
+	flow->reason = reason;
+	flow->rule_id = PC_RULE_NONE;
+	pc_emit(pkt, flow);
+	return pc_refuse(PC_VERDICT_DENY, reason);
+}
+
+/* A packet of a pending flow from its initiator. The TCP handshake and bare ACKs pass: there is nothing
+ * to read in them, and the client must get to send its first bytes. Anything with data, and anything
+ * after a held frame (so the daemon can release them in order), is punted and held within the bounds. */
+static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet *pkt, struct pc_flow *flow, __u32 len)
+{
+	const struct pc_punt_config *punt;
+	struct pc_punt_bucket *bucket;
+	struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
+	__u64 now;
+
+	if (pkt->proto == 6 && pkt->payload_len == 0 && flow->held_bytes == 0)
+		return pc_pass();
+	punt = pc_state_punt_config();
+	now = pc_state_now_ns();
+	if (!punt || punt->heartbeat_ns == 0 || now > punt->heartbeat_ns + PC_DAEMON_STALE_NS)
+		return pc_deny_pending(pkt, flow, PC_DROP_NO_DAEMON);
+	if (len > PC_PUNT_MAX_FRAME)
+		return pc_deny_pending(pkt, flow, PC_DROP_PUNT_TOO_LARGE);
+	if (flow->held_bytes + len > punt->flow_hold_bytes)
+		return pc_deny_pending(pkt, flow, PC_DROP_HOLD_LIMIT);
+	bucket = pc_state_punt_bucket(pkt);
+	if (!bucket || !pc_punt_bucket_take(bucket, punt, now))
+		return pc_deny_pending(pkt, flow, PC_DROP_PUNT_RATE);
+	flow->held_bytes += len;
+	return out;
+}
+
+/* The build could not hand a PC_PUNT frame to the daemon: the flow is denied, fail closed. `key` is the
+ * one pc_datapath_inside filled. */
+static __always_inline struct pc_outcome pc_punt_failed(const struct pc_packet *pkt, const struct pc_flow_key *key,
+							__u32 reason)
+{
+	struct pc_flow *flow;
+
+	if (pkt->is_fragment && !pkt->is_first_fragment)
+		return pc_drop(reason); /* its first fragment's flow waits for the daemon, and times out */
+	flow = pc_state_flow_lookup(key);
+	if (!flow || flow->verdict != PC_VERDICT_PENDING)
+		return pc_drop(reason);
+	return pc_deny_pending(pkt, flow, reason);
+}
+
+static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_packet *pkt, const struct pc_flow_key *key,
+							    __u8 direction, __u32 len)
 {
 	const struct pc_policy_config *config = pc_state_config();
 	struct pc_flow flow;
@@ -227,7 +309,26 @@ static __always_inline struct pc_outcome pc_new_flow(const struct pc_packet *pkt
 	pc_remember_first_fragment(pkt, decision.verdict, decision.reason);
 	if (decision.verdict == PC_VERDICT_ALLOW)
 		return pc_pass();
+	if (decision.verdict == PC_VERDICT_PENDING && stored && stored->verdict == PC_VERDICT_PENDING)
+		return pc_hold_pending(pkt, stored, len);
 	return pc_refuse(decision.verdict, decision.reason);
+}
+
+PC_SUBPROG __u64 pc_new_flow_packed(const struct pc_packet *pkt, const struct pc_flow_key *key, __u32 direction,
+				    __u32 len)
+{
+	struct pc_outcome out;
+
+	if (!pkt || !key)
+		return PC_DROP;
+	out = pc_new_flow_decide(pkt, key, (__u8)direction, len);
+	return pc_outcome_pack(out);
+}
+
+static __always_inline struct pc_outcome pc_new_flow(const struct pc_packet *pkt, const struct pc_flow_key *key,
+						     __u8 direction, __u32 len)
+{
+	return pc_outcome_unpack(pc_new_flow_packed(pkt, key, direction, len));
 }
 
 /* Settles the packets that pass without rules (not IP, neighbour discovery) or that follow another
@@ -256,32 +357,36 @@ static __always_inline int pc_datapath_common(const struct pc_packet *pkt, struc
 	return 0;
 }
 
-static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_packet *pkt, __u32 len)
+/* `key` is scratch for the packet's flow key; after a PC_PUNT it is what pc_punt_failed needs. */
+static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_packet *pkt, __u32 len,
+							    struct pc_flow_key *key)
 {
 	struct pc_outcome out;
-	struct pc_flow_key key;
 	struct pc_flow *flow;
 	__u8 direction;
 
-	if (pc_datapath_common(pkt, &out, &key, &direction))
+	if (pc_datapath_common(pkt, &out, key, &direction))
 		return out;
-	flow = pc_state_flow_lookup(&key);
-	if (flow && flow->verdict != PC_VERDICT_ALLOW) {
+	flow = pc_state_flow_lookup(key);
+	if (flow && flow->verdict == PC_VERDICT_DENY) {
 		/* A flow refused under an older policy is decided again under the new one: a reload that
-		 * opens it takes effect for its next packet. (Revoking allowed flows is the daemon's job.) */
+		 * opens it takes effect for its next packet. (Revoking allowed flows is the daemon's job, and
+		 * so is deciding pending ones, whose frames it holds.) */
 		const struct pc_policy_config *config = pc_state_config();
 
 		if (config && config->generation != flow->generation) {
-			pc_state_flow_delete(&key);
+			pc_state_flow_delete(key);
 			flow = 0;
 		}
 	}
 	if (!flow)
-		return pc_new_flow(pkt, &key, direction, len);
+		return pc_new_flow(pkt, key, direction, len);
 	pc_account(flow, direction, len, pkt->tcp_flags);
 	pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
 	if (flow->verdict == PC_VERDICT_ALLOW)
 		return pc_pass();
+	if (flow->verdict == PC_VERDICT_PENDING && direction == flow->initiator)
+		return pc_hold_pending(pkt, flow, len);
 	return pc_refuse(flow->verdict, flow->reason);
 }
 
@@ -299,7 +404,9 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 	if (flow) {
 		pc_account(flow, direction, len, pkt->tcp_flags);
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
-		if (flow->verdict == PC_VERDICT_ALLOW)
+		/* A pending flow's server answers the handshake, and may speak first (SSH, SMTP): its
+		 * packets pass while the client's first bytes are read. */
+		if (flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_PENDING)
 			return pc_pass();
 		return pc_drop(flow->reason);
 	}

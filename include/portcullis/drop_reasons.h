@@ -45,9 +45,22 @@ enum pc_drop_reason {
 	PC_DROP_DNS_NOT_RESOLVER = 36,
 	PC_DROP_FLOW_DENIED = 37,		/* XDP early drop of a flow already denied */
 	PC_DROP_UNSOLICITED_INBOUND = 38,	/* gateway: a packet from outside that belongs to no flow */
-	/* 39..: free for policy */
 
-	PC_DROP_MAX = 39,
+	/* Punt and hold (punt.h), and what the daemon decides for a pending flow */
+	PC_DROP_NO_DAEMON = 39,			/* pending, and no daemon is there to read its name */
+	PC_DROP_PUNT_RATE = 40,			/* the source punts faster than its token bucket allows */
+	PC_DROP_HOLD_LIMIT = 41,		/* the flow's held bytes would pass their bound */
+	PC_DROP_PUNT_QUEUE_FULL = 42,		/* the punt ring had no room */
+	PC_DROP_PUNT_TOO_LARGE = 43,		/* a frame larger than the punt buffer */
+	PC_DROP_L7_TIMEOUT = 44,		/* the flow showed no name within l7_timeout_ms */
+	PC_DROP_L7_MISMATCH = 45,		/* the flow does not start the way its rules require */
+	PC_DROP_L7_MALFORMED = 46,		/* a ClientHello, request or banner that cannot be read safely */
+	PC_DROP_STREAM_CONFLICT = 47,		/* retransmitted bytes that differ from the first copy */
+	PC_DROP_NO_DNS_BINDING = 48,		/* matched by name, but DNS never bound the address to it */
+	PC_DROP_HOLD_MEMORY = 49,		/* the daemon's held memory is full */
+	/* 50..: free */
+
+	PC_DROP_MAX = 50,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -87,6 +100,17 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_DNS_NOT_RESOLVER: return "dns-not-resolver";
 	case PC_DROP_FLOW_DENIED: return "flow-denied";
 	case PC_DROP_UNSOLICITED_INBOUND: return "unsolicited-inbound";
+	case PC_DROP_NO_DAEMON: return "no-daemon";
+	case PC_DROP_PUNT_RATE: return "punt-rate-limited";
+	case PC_DROP_HOLD_LIMIT: return "hold-limit";
+	case PC_DROP_PUNT_QUEUE_FULL: return "punt-queue-full";
+	case PC_DROP_PUNT_TOO_LARGE: return "punt-too-large";
+	case PC_DROP_L7_TIMEOUT: return "l7-timeout";
+	case PC_DROP_L7_MISMATCH: return "l7-mismatch";
+	case PC_DROP_L7_MALFORMED: return "l7-malformed";
+	case PC_DROP_STREAM_CONFLICT: return "stream-conflict";
+	case PC_DROP_NO_DNS_BINDING: return "no-dns-binding";
+	case PC_DROP_HOLD_MEMORY: return "hold-memory";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

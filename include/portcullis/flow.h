@@ -20,7 +20,7 @@ struct pc_flow {
 	__u8 verdict;	  /* enum pc_verdict */
 	__u8 initiator;	  /* direction of the flow's first packet */
 	__u8 tcp_flags[2]; /* every TCP flag seen, per direction: the daemon tracks state from them */
-	__u8 pad[4];
+	__u32 held_bytes;  /* pending: bytes punted and held so far */
 };
 PC_STATIC_ASSERT(sizeof(struct pc_flow) == 72, "pc_flow layout is shared with BPF");
 
@@ -60,6 +60,25 @@ struct pc_verdict_event {
 };
 PC_STATIC_ASSERT(sizeof(struct pc_verdict_event) == 64, "pc_verdict_event layout is shared with BPF");
 
+/* The event for a flow decided at its packet `pkt`, sent by the flow's initiator. */
+static __always_inline void pc_verdict_event_fill(struct pc_verdict_event *event, const struct pc_packet *pkt,
+						  const struct pc_flow *flow)
+{
+	__builtin_memset(event, 0, sizeof(*event));
+	event->timestamp_ns = flow->first_seen_ns;
+	event->src = pkt->src;
+	event->dst = pkt->dst;
+	event->sport = pkt->sport;
+	event->dport = (pkt->proto == 1 || pkt->proto == 58) ? pkt->icmp_type : pkt->dport;
+	event->family = pkt->family;
+	event->proto = pkt->proto;
+	event->verdict = flow->verdict;
+	event->reason = flow->reason;
+	event->rule_id = flow->rule_id;
+	event->scope = flow->scope;
+	event->generation = flow->generation;
+}
+
 /* Counter slots after the drop reasons (the counter map has PC_COUNTER_MAX slots). */
 enum pc_counter_slot {
 	PC_COUNTER_PASS = PC_DROP_MAX,	   /* packets passed */
@@ -67,6 +86,8 @@ enum pc_counter_slot {
 	PC_COUNTER_REJECT_SENT,		   /* RSTs and ICMP errors sent for denied flows */
 	PC_COUNTER_REJECT_UNSUPPORTED,	   /* denied packets dropped because no reject could be built */
 	PC_COUNTER_EVENT_LOST,		   /* verdict events the ring buffer had no room for */
+	PC_COUNTER_PUNTED,		   /* frames punted to the daemon and held */
+	PC_COUNTER_REINJECTED,		   /* frames the daemon reinjected that passed through */
 	PC_COUNTER_MAX,
 };
 

@@ -13,6 +13,7 @@
 #include "portcullis/flow.h"
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
+#include "portcullis/punt.h"
 
 #define PC_FLOW_TABLE_SIZE 262144
 #define PC_FRAG_TABLE_SIZE 16384
@@ -20,6 +21,11 @@
 #define PC_PREFIXES_SIZE 262144
 #define PC_SOURCES_SIZE 4096
 #define PC_EVENTS_BYTES (1 << 20)
+#define PC_PUNTS_BYTES (1 << 24)
+#define PC_PUNT_BUCKETS_SIZE 65536
+/* One punt buffer per CPU: a plain array indexed by CPU, since per-CPU values cap at 32 KiB. The daemon
+ * sets the number of CPUs before loading. */
+#define PC_PUNT_SCRATCH_CPUS 64
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -111,6 +117,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PC_PUNTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_punts SEC(".maps");
+
+struct pc_punt_scratch {
+	struct pc_punt_header header;
+	__u8 frame[PC_PUNT_BUFFER];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_PUNT_SCRATCH_CPUS);
+	__type(key, __u32);
+	__type(value, struct pc_punt_scratch);
+} pc_punt_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pc_punt_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_punt_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PC_PUNT_BUCKETS_SIZE);
+	__type(key, union pc_addr);
+	__type(value, struct pc_punt_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_punt_buckets SEC(".maps");
+
 static __always_inline struct pc_flow *pc_state_flow_lookup(const struct pc_flow_key *key)
 {
 	return bpf_map_lookup_elem(&pc_flows, key);
@@ -199,10 +239,40 @@ static __always_inline void pc_state_count(__u32 slot)
 		*value += 1;
 }
 
-static __always_inline void pc_state_emit_verdict(const struct pc_verdict_event *event)
+/* Filled in place in the ring: no copy on the stack, which the punt path needs for itself. */
+static __always_inline void pc_state_emit_verdict(const struct pc_packet *pkt, const struct pc_flow *flow)
 {
-	if (bpf_ringbuf_output(&pc_events, (void *)event, sizeof(*event), 0) != 0)
+	struct pc_verdict_event *event = bpf_ringbuf_reserve(&pc_events, sizeof(*event), 0);
+
+	if (!event) {
 		pc_state_count(PC_COUNTER_EVENT_LOST);
+		return;
+	}
+	pc_verdict_event_fill(event, pkt, flow);
+	bpf_ringbuf_submit(event, 0);
+}
+
+static __always_inline const struct pc_punt_config *pc_state_punt_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&pc_punt_config, &zero);
+}
+
+static __always_inline struct pc_punt_bucket *pc_state_punt_bucket(const struct pc_packet *pkt)
+{
+	struct pc_punt_bucket *bucket = bpf_map_lookup_elem(&pc_punt_buckets, &pkt->src);
+	const struct pc_punt_config *config;
+
+	if (bucket)
+		return bucket;
+	config = pc_state_punt_config();
+	if (!config)
+		return 0;
+	struct pc_punt_bucket full = {.refilled_ns = bpf_ktime_get_coarse_ns(), .tokens = config->burst};
+
+	bpf_map_update_elem(&pc_punt_buckets, &pkt->src, &full, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&pc_punt_buckets, &pkt->src);
 }
 
 /* Flow times are for timeouts and logs: the coarse clock (a jiffy's resolution) costs a fraction of the

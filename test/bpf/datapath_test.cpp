@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dataplane/bpf_objects.h"
 #include "dataplane/counters.h"
@@ -18,6 +20,7 @@
 #include "policy/policy_loader.h"
 #include "portcullis/drop_reasons.h"
 #include "portcullis/flow.h"
+#include "portcullis/punt.h"
 #include "support/data_path_scenario.h"
 #include "support/packet_builder.h"
 
@@ -29,6 +32,7 @@ using test::flow_key;
 using test::icmp_error_about;
 using test::kDataPathPolicy;
 using test::tcp4;
+using test::tcp4_data;
 using test::udp4;
 using test::udp_fragment;
 using test::with_drop;
@@ -76,6 +80,23 @@ class KernelDataPath : public ::testing::Test {
     EXPECT_EQ(bpf_prog_test_run_opts(program, &opts), 0) << strerror(errno);
     result.retval = opts.retval;
     result.out.resize(opts.data_size_out);
+    return result;
+  }
+  // With an skb context carrying `mark`, as a frame the daemon sends back with SO_MARK arrives.
+  // `ingress`: the frame arrives on the device (ingress_ifindex == ifindex), else it is leaving it.
+  RunResult run_with_mark(int program, const Bytes& frame, uint32_t mark, bool ingress = false) {
+    RunResult result;
+    result.out.resize(frame.size() + 256);
+    __sk_buff context{};
+    context.mark = mark;
+    context.ifindex = 1;
+    context.ingress_ifindex = ingress ? 1 : 0;
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(), .data_out = result.out.data(),
+                .data_size_in = static_cast<uint32_t>(frame.size()),
+                .data_size_out = static_cast<uint32_t>(result.out.size()), .ctx_in = &context,
+                .ctx_size_in = sizeof(context), .repeat = 1);
+    EXPECT_EQ(bpf_prog_test_run_opts(program, &opts), 0) << strerror(errno);
+    result.retval = opts.retval;
     return result;
   }
   RunResult inside(const Bytes& frame) { return run(objects_->inside_program(), frame); }
@@ -200,10 +221,67 @@ TEST_F(KernelDataPath, DropModeIsSilent) {
   EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 0u);
 }
 
-TEST_F(KernelDataPath, FlowsThatMustShowANameAreHeldBackAsNeedsL7) {
-  EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
-  EXPECT_EQ(counter(PC_DROP_NEEDS_L7), 1u);
-  EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 0u);
+TEST_F(KernelDataPath, PendingFlowWithoutADaemonIsRejectedAtItsFirstData) {
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(inside(tcp4_data("10.88.1.2", "203.0.113.5", 40007, 443, Bytes(200, 0x16))).retval,
+            static_cast<uint32_t>(kTcActRedirect));
+  EXPECT_EQ(counter(PC_DROP_NO_DAEMON), 1u);
+  EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 1u);
+  pc_flow flow{};
+  const pc_flow_key key = flow_key("10.88.1.2", 40007, "203.0.113.5", 443, 6);
+  ASSERT_EQ(bpf_map_lookup_elem(objects_->flows_map(), &key, &flow), 0);
+  EXPECT_EQ(flow.verdict, PC_VERDICT_DENY);
+  EXPECT_EQ(flow.reason, static_cast<uint32_t>(PC_DROP_NO_DAEMON));
+}
+
+TEST_F(KernelDataPath, PendingFlowsFirstDataIsPuntedWholeAndStolen) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const pc_punt_config config{.heartbeat_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec,
+                              .flow_hold_bytes = 65536,
+                              .rate_per_sec = 100,
+                              .burst = 10};
+  const uint32_t zero = 0;
+  ASSERT_EQ(bpf_map_update_elem(objects_->punt_config_map(), &zero, &config, BPF_ANY), 0);
+  Bytes payload(1400);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7);
+  const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40020, 443, payload);
+  EXPECT_EQ(run_with_mark(objects_->inside_program(), hello, 0, /*ingress=*/true).retval,
+            static_cast<uint32_t>(TC_ACT_STOLEN));
+  EXPECT_EQ(counter(PC_COUNTER_PUNTED), 1u);
+
+  std::vector<Bytes> records;
+  auto collect = [](void* ctx, void* data, size_t size) {
+    const auto* bytes = static_cast<const uint8_t*>(data);
+    static_cast<std::vector<Bytes>*>(ctx)->emplace_back(bytes, bytes + size);
+    return 0;
+  };
+  ring_buffer* ring = ring_buffer__new(objects_->punts_map(), collect, &records, nullptr);
+  ASSERT_NE(ring, nullptr);
+  ring_buffer__consume(ring);
+  ring_buffer__free(ring);
+  ASSERT_EQ(records.size(), 1u);
+  ASSERT_GE(records[0].size(), sizeof(pc_punt_header));
+  pc_punt_header header{};
+  std::memcpy(&header, records[0].data(), sizeof(header));
+  EXPECT_EQ(header.len, hello.size());
+  EXPECT_EQ(header.ifindex, 1u);
+  EXPECT_EQ(header.path, PC_PUNT_INGRESS);
+  EXPECT_EQ(Bytes(records[0].begin() + sizeof(header), records[0].end()), hello);
+
+  pc_flow flow{};
+  const pc_flow_key key = flow_key("10.88.1.2", 40020, "203.0.113.5", 443, 6);
+  ASSERT_EQ(bpf_map_lookup_elem(objects_->flows_map(), &key, &flow), 0);
+  EXPECT_EQ(flow.verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(flow.held_bytes, hello.size());
+  // A frame the daemon reinjects carries the mark and passes without meeting the classifier again.
+  RunResult marked = run_with_mark(objects_->inside_program(), hello, PC_REINJECT_MARK);
+  EXPECT_EQ(marked.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(counter(PC_COUNTER_REINJECTED), 1u);
+  // On the inside interface's egress, reinjected frames turn round into its ingress; others pass.
+  EXPECT_EQ(run_with_mark(objects_->reinject_program(), hello, PC_REINJECT_MARK).retval,
+            static_cast<uint32_t>(kTcActRedirect));
+  EXPECT_EQ(run_with_mark(objects_->reinject_program(), hello, 0).retval, static_cast<uint32_t>(TC_ACT_OK));
 }
 
 TEST_F(KernelDataPath, SpoofedSourcesAreDroppedWithoutAFlowEntry) {

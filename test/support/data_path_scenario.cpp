@@ -37,6 +37,13 @@ Bytes tcp4(const char* src, const char* dst, uint16_t sport, uint16_t dport, uin
       .frame();
 }
 
+Bytes tcp4_data(const char* src, const char* dst, uint16_t sport, uint16_t dport, const Bytes& payload) {
+  return PacketBuilder()
+      .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})
+      .tcp({.sport = sport, .dport = dport, .flags = kTcpPsh | kTcpAck, .seq = 1001, .ack = 5001, .payload = payload})
+      .frame();
+}
+
 Bytes udp4(const char* src, const char* dst, uint16_t sport, uint16_t dport) {
   return PacketBuilder()
       .ipv4({.src = ipv4_address(src), .dst = ipv4_address(dst)})

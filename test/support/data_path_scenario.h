@@ -21,6 +21,8 @@ std::string with_drop(std::string yaml);
 
 Bytes tcp4(const char* src, const char* dst, uint16_t sport, uint16_t dport, uint8_t flags = kTcpSyn);
 Bytes udp4(const char* src, const char* dst, uint16_t sport, uint16_t dport);
+// A data segment (PSH|ACK) carrying `payload`.
+Bytes tcp4_data(const char* src, const char* dst, uint16_t sport, uint16_t dport, const Bytes& payload);
 // fd88:1::2 -> 2001:db8::10.
 Bytes tcp6(uint16_t sport, uint16_t dport);
 // An ICMP echo (identifier 77) of `type`.

@@ -214,6 +214,8 @@ class RunCommand {
         return objects_->inside_program();
       case dataplane::DataPlaneProgram::outside:
         return objects_->outside_program();
+      case dataplane::DataPlaneProgram::reinject:
+        return objects_->reinject_program();
       case dataplane::DataPlaneProgram::xdp:
         return objects_->xdp_program();
     }

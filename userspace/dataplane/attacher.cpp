@@ -109,6 +109,8 @@ std::string_view to_string(DataPlaneProgram program) {
       return "portcullis_inside";
     case DataPlaneProgram::outside:
       return "portcullis_outside";
+    case DataPlaneProgram::reinject:
+      return "portcullis_reinject";
     case DataPlaneProgram::xdp:
       return "portcullis_xdp";
   }
@@ -138,6 +140,7 @@ std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::ve
     for (const std::string& iface : inside) {
       if (xdp != XdpMode::off) plan.push_back({iface, AttachPoint::xdp, DataPlaneProgram::xdp});
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::inside});
+      plan.push_back({iface, AttachPoint::tc_egress, DataPlaneProgram::reinject});
     }
     for (const std::string& iface : outside)
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::outside});

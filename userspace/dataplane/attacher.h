@@ -33,7 +33,7 @@
 namespace portcullis::dataplane {
 
 enum class AttachPoint : uint8_t { xdp, tc_ingress, tc_egress };
-enum class DataPlaneProgram : uint8_t { inside, outside, xdp };
+enum class DataPlaneProgram : uint8_t { inside, outside, reinject, xdp };
 
 std::string_view to_string(AttachPoint point);
 std::string_view to_string(DataPlaneProgram program);

@@ -99,11 +99,21 @@ std::string prepare_pin_dir(const std::string& pin_dir) {
 
 // Maps pinned already keep their size (libbpf reuses a pin only when the sizes agree); new ones get the
 // sizes asked for. Returns whether the flow table was pinned already.
-bool size_maps(bpf_object* object, const BpfObjectsOptions& options) {
+bool size_maps(bpf_object* object, const BpfObjectsOptions& options, bool punts) {
   bool adopted = false;
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, object) {
     const char* pin = bpf_map__pin_path(map);
+    if (std::string_view(bpf_map__name(map)) == "pc_punt_scratch") {
+      // One 128 KiB punt buffer per possible CPU, in the object that punts; none in the other.
+      const int cpus = libbpf_num_possible_cpus();
+      if (!punts) {
+        bpf_map__set_autocreate(map, false);
+      } else if (cpus <= 0 || bpf_map__set_max_entries(map, static_cast<uint32_t>(cpus)) != 0) {
+        fail("cannot size the punt buffers", cpus < 0 ? -cpus : EINVAL);
+      }
+      continue;
+    }
     if (pin == nullptr) continue;
     const std::string_view name = bpf_map__name(map);
     const int fd = bpf_obj_get(pin);
@@ -185,7 +195,7 @@ void BpfObjects::load_programs(const BpfObjectsOptions& options) {
   LIBBPF_OPTS(bpf_object_open_opts, tc_options, .object_name = "portcullis_tc", .pin_root_path = pin_dir_.c_str());
   tc_ = bpf_object__open_mem(tc_elf, tc_size, &tc_options);
   if (tc_ == nullptr) fail("cannot open the TC object", errno);
-  adopted_ = size_maps(tc_, options);
+  adopted_ = size_maps(tc_, options, true);
   if (const int error = bpf_object__load(tc_); error != 0) {
     const bool reuse = libbpf_log_tail().find("reuse pinned map") != std::string::npos;
     fail(reuse ? "the maps pinned in " + pin_dir_ +
@@ -201,14 +211,15 @@ void BpfObjects::load_programs(const BpfObjectsOptions& options) {
   LIBBPF_OPTS(bpf_object_open_opts, xdp_options, .object_name = "portcullis_xdp", .pin_root_path = pin_dir_.c_str());
   xdp_ = bpf_object__open_mem(xdp_elf, xdp_size, &xdp_options);
   if (xdp_ == nullptr) fail("cannot open the XDP object", errno);
-  size_maps(xdp_, options);
+  size_maps(xdp_, options, false);
   if (const int error = bpf_object__load(xdp_); error != 0) fail("the kernel refused the XDP program", error);
 
   inside_ = program(tc_, "portcullis_inside");
   outside_ = program(tc_, "portcullis_outside");
+  reinject_ = program(tc_, "portcullis_reinject");
   xdp_program_ = program(xdp_, "portcullis_xdp");
   for (const char* name : {"pc_flows", "pc_rule_sets", "pc_dst4", "pc_dst6", "pc_src4", "pc_src6", "pc_scopes",
-                           "pc_config", "pc_counters", "pc_events"}) {
+                           "pc_config", "pc_counters", "pc_events", "pc_punts", "pc_punt_config", "pc_punt_buckets"}) {
     map(name);
   }
 }
@@ -230,6 +241,15 @@ int BpfObjects::inside_program() const {
 }
 int BpfObjects::outside_program() const {
   return bpf_program__fd(outside_);
+}
+int BpfObjects::reinject_program() const {
+  return bpf_program__fd(reinject_);
+}
+int BpfObjects::punts_map() const {
+  return bpf_map__fd(map("pc_punts"));
+}
+int BpfObjects::punt_config_map() const {
+  return bpf_map__fd(map("pc_punt_config"));
 }
 int BpfObjects::xdp_program() const {
   return bpf_program__fd(xdp_program_);

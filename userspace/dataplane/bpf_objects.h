@@ -48,14 +48,17 @@ class BpfObjects {
   // Something the operator should know about the load (pins that cannot outlive this process), or empty.
   const std::string& warning() const { return warning_; }
 
-  int inside_program() const;   // TC: packets leaving the protected side
-  int outside_program() const;  // TC: packets arriving from outside
-  int xdp_program() const;      // XDP: early drop on the inside interfaces
+  int inside_program() const;    // TC: packets leaving the protected side
+  int outside_program() const;   // TC: packets arriving from outside
+  int xdp_program() const;       // XDP: early drop on the inside interfaces
+  int reinject_program() const;  // TC, gateway inside egress: turns reinjected frames into ingress
 
   PolicyMapFds policy_maps() const;
   int events_map() const;
   int counters_map() const;
   int flows_map() const;
+  int punts_map() const;        // ring of punted frames (include/portcullis/punt.h)
+  int punt_config_map() const;  // heartbeat and hold bounds the daemon writes
   uint32_t rule_set_capacity() const;
   uint32_t flow_table_capacity() const;
   // Kernel ids of the shared maps: a program that uses one of them is one of ours.
@@ -74,6 +77,7 @@ class BpfObjects {
   bpf_object* xdp_ = nullptr;  // xdp/portcullis_xdp.bpf.c
   bpf_program* inside_ = nullptr;
   bpf_program* outside_ = nullptr;
+  bpf_program* reinject_ = nullptr;
   bpf_program* xdp_program_ = nullptr;
   std::string pin_dir_;
   std::string warning_;

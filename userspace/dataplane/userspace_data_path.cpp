@@ -1,7 +1,10 @@
 #include "dataplane/userspace_data_path.h"
 
+#include <array>
 #include <cstring>
 #include <list>
+#include <map>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -26,15 +29,17 @@ static const struct pc_rule_set* pc_state_dst_rules(__u32 scope, const struct pc
 static const struct pc_rule_set* pc_state_name_rules(__u32 scope);
 static const struct pc_policy_config* pc_state_config(void);
 static void pc_state_count(__u32 slot);
-static void pc_state_emit_verdict(const struct pc_verdict_event* event);
+static void pc_state_emit_verdict(const struct pc_packet* pkt, const struct pc_flow* flow);
 static __u64 pc_state_now_ns(void);
+static const struct pc_punt_config* pc_state_punt_config(void);
+static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt);
 
 #include "portcullis/datapath.h"
 #include "portcullis/parse.h"
 
 namespace portcullis::dataplane {
 
-static_assert(kActionPass == PC_PASS && kActionDrop == PC_DROP && kActionReject == PC_REJECT);
+static_assert(kActionPass == PC_PASS && kActionDrop == PC_DROP && kActionReject == PC_REJECT && kActionPunt == PC_PUNT);
 
 namespace {
 
@@ -122,6 +127,8 @@ struct UserspaceDataPath::Impl {
   LruTable<pc_frag_key, pc_frag> fragments;
   std::vector<uint64_t> counters = std::vector<uint64_t>(PC_COUNTER_MAX, 0);
   std::vector<pc_verdict_event> events;
+  std::optional<pc_punt_config> punt_config;
+  std::map<std::array<uint8_t, 16>, pc_punt_bucket> punt_buckets;
   uint64_t now_ns = 0;
 };
 
@@ -177,7 +184,8 @@ PacketOutcome UserspaceDataPath::run(std::span<const uint8_t> frame, bool from_i
     return PacketOutcome{PC_DROP, reason};
   }
   const auto len = static_cast<__u32>(frame.size());
-  const struct pc_outcome out = from_inside ? pc_datapath_inside(&pkt, len) : pc_datapath_outside(&pkt, len);
+  struct pc_flow_key key {};
+  const struct pc_outcome out = from_inside ? pc_datapath_inside(&pkt, len, &key) : pc_datapath_outside(&pkt, len);
   return PacketOutcome{out.action, out.reason};
 }
 
@@ -215,6 +223,10 @@ uint64_t UserspaceDataPath::now_ns() const {
 
 void UserspaceDataPath::set_now_ns(uint64_t now) {
   impl_->now_ns = now;
+}
+
+void UserspaceDataPath::set_punt_config(const pc_punt_config& config) {
+  impl_->punt_config = config;
 }
 
 void UserspaceDataPath::advance_ns(uint64_t delta) {
@@ -265,8 +277,23 @@ static void pc_state_count(__u32 slot) {
   if (slot < current->counters.size()) current->counters[slot] += 1;
 }
 
-static void pc_state_emit_verdict(const struct pc_verdict_event* event) {
-  current->events.push_back(*event);
+static void pc_state_emit_verdict(const struct pc_packet* pkt, const struct pc_flow* flow) {
+  struct pc_verdict_event event {};
+  pc_verdict_event_fill(&event, pkt, flow);
+  current->events.push_back(event);
+}
+
+static const struct pc_punt_config* pc_state_punt_config(void) {
+  return current->punt_config ? &*current->punt_config : nullptr;
+}
+
+static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt) {
+  if (!current->punt_config) return nullptr;
+  std::array<uint8_t, 16> source{};
+  std::memcpy(source.data(), pkt->src.bytes, source.size());
+  const auto [it, created] = current->punt_buckets.try_emplace(source);
+  if (created) it->second = pc_punt_bucket{current->now_ns, current->punt_config->burst, 0};
+  return &it->second;
 }
 
 static __u64 pc_state_now_ns(void) {

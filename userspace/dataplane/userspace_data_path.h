@@ -26,6 +26,7 @@
 
 #include "dataplane/policy_tables.h"
 #include "portcullis/flow.h"
+#include "portcullis/punt.h"
 
 namespace portcullis::dataplane {
 
@@ -35,6 +36,7 @@ namespace portcullis::dataplane {
 inline constexpr uint8_t kActionPass = 0;    // PC_PASS
 inline constexpr uint8_t kActionDrop = 1;    // PC_DROP
 inline constexpr uint8_t kActionReject = 2;  // PC_REJECT: the kernel answers with a RST or an ICMP error
+inline constexpr uint8_t kActionPunt = 3;    // PC_PUNT: the frame goes to the daemon and is held
 
 struct PacketOutcome {
   uint8_t action = kActionPass;
@@ -72,6 +74,10 @@ class UserspaceDataPath {
   uint64_t counter(uint32_t slot) const;
   const std::vector<pc_verdict_event>& events() const;
   std::vector<pc_verdict_event> take_events();  // the events so far, and forgets them
+
+  // The punt settings the daemon writes (include/portcullis/punt.h). Until they are set there is no daemon,
+  // and pending flows are denied as no-daemon, as in the kernel.
+  void set_punt_config(const pc_punt_config& config);
 
   uint64_t now_ns() const;
   void set_now_ns(uint64_t now);

@@ -30,6 +30,7 @@ using test::flow_key;
 using test::icmp_error_about;
 using test::kDataPathPolicy;
 using test::tcp4;
+using test::tcp4_data;
 using test::udp4;
 using test::udp_fragment;
 using test::with_drop;
@@ -155,11 +156,50 @@ TEST_F(UserspaceDataPathTest, DropModeIsSilent) {
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40006, 8080)), drop(PC_DROP_DENIED_BY_RULE));
 }
 
-TEST_F(UserspaceDataPathTest, FlowsThatMustShowANameAreHeldBackAsNeedsL7) {
-  // Pending, not denied: dropped even though the policy rejects.
-  EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443)), drop(PC_DROP_NEEDS_L7));
-  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40007, "203.0.113.5", 443, 6))->verdict, PC_VERDICT_PENDING);
-  EXPECT_EQ(counter(PC_DROP_NEEDS_L7), 1u);
+TEST_F(UserspaceDataPathTest, PendingFlowsPassTheirHandshakeAndPuntTheirFirstData) {
+  path_->set_now_ns(5'000'000'000);
+  path_->set_punt_config({.heartbeat_ns = 5'000'000'000, .flow_hold_bytes = 65536, .rate_per_sec = 100, .burst = 10});
+  // The handshake passes both ways while the flow waits for its name.
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443)), kPass);
+  EXPECT_EQ(outside(tcp4("203.0.113.5", "10.88.1.2", 443, 40007, test::kTcpSyn | test::kTcpAck)), kPass);
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443, test::kTcpAck)), kPass);
+  const pc_flow* flow = path_->flow(flow_key("10.88.1.2", 40007, "203.0.113.5", 443, 6));
+  ASSERT_NE(flow, nullptr);
+  EXPECT_EQ(flow->verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(flow->held_bytes, 0u);
+  // The first data is punted and held; so is everything from the client after it, in order.
+  const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40007, 443, Bytes(300, 0x16));
+  EXPECT_EQ(inside(hello), (PacketOutcome{kActionPunt, PC_DROP_NEEDS_L7}));
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "203.0.113.5", 40007, 443, test::kTcpAck)),
+            (PacketOutcome{kActionPunt, PC_DROP_NEEDS_L7}));
+  EXPECT_EQ(flow->held_bytes, hello.size() + 54u);
+  // The server's packets are not held.
+  EXPECT_EQ(outside(tcp4("203.0.113.5", "10.88.1.2", 443, 40007, test::kTcpAck)), kPass);
+}
+
+TEST_F(UserspaceDataPathTest, PendingFlowsAreDeniedPastEveryHoldBound) {
+  const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40010, 443, Bytes(300, 0x16));
+  path_->set_now_ns(5'000'000'000);
+  // No daemon: fail closed, rejected at once.
+  EXPECT_EQ(inside(hello), reject(PC_DROP_NO_DAEMON));
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40010, "203.0.113.5", 443, 6))->verdict, PC_VERDICT_DENY);
+  EXPECT_EQ(counter(PC_DROP_NO_DAEMON), 1u);
+  // A daemon whose heartbeat stopped is as good as none.
+  path_->set_punt_config({.heartbeat_ns = 1'000'000'000, .flow_hold_bytes = 65536, .rate_per_sec = 0, .burst = 2});
+  EXPECT_EQ(inside(tcp4_data("10.88.1.2", "203.0.113.5", 40011, 443, {1})), reject(PC_DROP_NO_DAEMON));
+  // Held bytes per flow.
+  path_->set_punt_config({.heartbeat_ns = 5'000'000'000, .flow_hold_bytes = 400, .rate_per_sec = 0, .burst = 2});
+  EXPECT_EQ(inside(tcp4_data("10.88.1.2", "203.0.113.5", 40012, 443, Bytes(300, 1))).action, kActionPunt);
+  EXPECT_EQ(inside(tcp4_data("10.88.1.2", "203.0.113.5", 40012, 443, Bytes(300, 1))), reject(PC_DROP_HOLD_LIMIT));
+  // Punts per source: the bucket held two tokens and does not refill.
+  EXPECT_EQ(inside(tcp4_data("10.88.1.2", "203.0.113.5", 40013, 443, {1})).action, kActionPunt);
+  EXPECT_EQ(inside(tcp4_data("10.88.1.2", "203.0.113.5", 40014, 443, {1})), reject(PC_DROP_PUNT_RATE));
+  // Another source has a bucket of its own.
+  EXPECT_EQ(inside(tcp4_data("10.88.1.3", "203.0.113.5", 40014, 443, {1})).action, kActionPunt);
+  // Every refusal was logged as the flow's verdict.
+  size_t denials = 0;
+  for (const pc_verdict_event& event : path_->events()) denials += event.verdict == PC_VERDICT_DENY;
+  EXPECT_EQ(denials, 4u);
 }
 
 TEST_F(UserspaceDataPathTest, SpoofedSourcesAreDroppedWithoutAFlowEntry) {

@@ -163,24 +163,28 @@ TEST(CountersJson, NamesTheSlotsAndOnlyTheDropsThatHappened) {
 
 TEST(PlanAttachments, GatewayWithoutXdpPutsOnlyTcOnTheInside) {
   const auto plan = plan_attachments(policy::Mode::gateway, {"in0"}, {"out0"}, XdpMode::off);
-  ASSERT_EQ(plan.size(), 2u);
+  ASSERT_EQ(plan.size(), 3u);
   EXPECT_EQ(plan[0].point, AttachPoint::tc_ingress);
   EXPECT_EQ(plan[0].program, DataPlaneProgram::inside);
-  EXPECT_EQ(plan[1].iface, "out0");
+  EXPECT_EQ(plan[1].point, AttachPoint::tc_egress);
+  EXPECT_EQ(plan[1].program, DataPlaneProgram::reinject);
+  EXPECT_EQ(plan[2].iface, "out0");
 }
 
 TEST(PlanAttachments, GatewayPutsXdpAndTcOnTheInsideAndTcOnTheOutside) {
   const auto plan = plan_attachments(policy::Mode::gateway, {"in0", "in1"}, {"out0"}, XdpMode::native);
-  ASSERT_EQ(plan.size(), 5u);
+  ASSERT_EQ(plan.size(), 7u);
   EXPECT_EQ(plan[0].iface, "in0");
   EXPECT_EQ(plan[0].point, AttachPoint::xdp);
   EXPECT_EQ(plan[0].program, DataPlaneProgram::xdp);
   EXPECT_EQ(plan[1].point, AttachPoint::tc_ingress);
   EXPECT_EQ(plan[1].program, DataPlaneProgram::inside);
-  EXPECT_EQ(plan[2].iface, "in1");
-  EXPECT_EQ(plan[4].iface, "out0");
-  EXPECT_EQ(plan[4].point, AttachPoint::tc_ingress);
-  EXPECT_EQ(plan[4].program, DataPlaneProgram::outside);
+  EXPECT_EQ(plan[2].point, AttachPoint::tc_egress);
+  EXPECT_EQ(plan[2].program, DataPlaneProgram::reinject);
+  EXPECT_EQ(plan[3].iface, "in1");
+  EXPECT_EQ(plan[6].iface, "out0");
+  EXPECT_EQ(plan[6].point, AttachPoint::tc_ingress);
+  EXPECT_EQ(plan[6].program, DataPlaneProgram::outside);
 }
 
 TEST(PlanAttachments, HostPolicesEgressAndAdmitsRepliesOnEveryUplink) {

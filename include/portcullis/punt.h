@@ -1,0 +1,99 @@
+/* Punt and hold: how the data plane hands the first packets of a pending flow to the daemon and how the
+ * daemon gives them back. Plain C for both builds.
+ *
+ *   - A pending flow's packets that carry data (and, once one is held, every later one of the client's)
+ *     are copied whole into the punt ring, after a pc_punt_header, and held: the TC program steals them.
+ *   - The daemon reads the name, installs the verdict in the flow table, and reinjects the held frames
+ *     with AF_PACKET and a virtio-net header (so checksum and segmentation offloads are completed by the
+ *     kernel, byte-identical to what the client sent):
+ *       host mode: on the uplink with PACKET_QDISC_BYPASS, which skips TC egress;
+ *       gateway mode: on the inside interface with PC_REINJECT_MARK; the inside interface's TC egress
+ *       program (portcullis_reinject) redirects it into that interface's ingress, where portcullis_inside
+ *       clears the mark and lets it pass, and it is forwarded as if it had just arrived.
+ *   - A denied flow's first held frame is sent back the same way with PC_RECLASSIFY_MARK (gateway) or
+ *     through TC egress (host), so the data plane meets the installed deny and answers the client with
+ *     its reject.
+ *
+ * Bounds, all fail-closed: a flow whose held bytes would pass pc_punt_config.flow_hold_bytes, a source
+ * punting faster than its token bucket allows, a punt ring without room, a frame larger than the punt
+ * buffer, or a daemon whose heartbeat is older than PC_DAEMON_STALE_NS: the flow is denied and the reason
+ * counted. */
+#ifndef PORTCULLIS_PUNT_H
+#define PORTCULLIS_PUNT_H
+
+#include "portcullis/compat.h"
+#include "portcullis/packet.h"
+
+/* skb->mark of a frame the daemon reinjects after an allow: it passes without classification. Marks
+ * never arrive from a client: the kernel clears them when a packet crosses into another namespace. */
+#define PC_REINJECT_MARK 0x50435249U /* "PCRI" */
+/* skb->mark of a held frame the daemon sends back in to meet its flow's deny (gateway mode). */
+#define PC_RECLASSIFY_MARK 0x50435243U /* "PCRC" */
+
+/* Largest frame the punt buffer holds: a GSO super-packet of 64 KiB plus its headers. */
+#define PC_PUNT_MAX_FRAME (65536 + 256)
+/* Power of two above PC_PUNT_MAX_FRAME: the copy length is masked with it for the verifier. */
+#define PC_PUNT_BUFFER 131072
+
+/* A daemon that has not written its heartbeat for this long is gone: pending flows are denied. */
+#define PC_DAEMON_STALE_NS 2000000000ULL
+
+enum pc_punt_path {
+	PC_PUNT_INGRESS = 0, /* gateway: taken at the inside interface's ingress */
+	PC_PUNT_EGRESS = 1,  /* host: taken at the uplink's egress */
+};
+
+struct pc_punt_header {
+	__u64 timestamp_ns; /* CLOCK_MONOTONIC */
+	__u32 ifindex;      /* where the frame was taken, and where it goes back */
+	__u32 len;          /* the frame's length; the frame follows the header */
+	__u16 gso_size;     /* 0 unless the frame is a GSO super-packet */
+	__u16 gso_segs;
+	__u8 path;          /* enum pc_punt_path */
+	__u8 pad[3];
+};
+PC_STATIC_ASSERT(sizeof(struct pc_punt_header) == 24, "pc_punt_header layout is shared with BPF");
+
+/* Written by the daemon (single-entry array). A zero heartbeat means no daemon ever attached. */
+struct pc_punt_config {
+	__u64 heartbeat_ns;    /* CLOCK_MONOTONIC of the daemon's last sign of life */
+	__u32 flow_hold_bytes; /* held bytes a pending flow may have; past them it is denied */
+	__u32 rate_per_sec;    /* punts per second per source address (token bucket refill) */
+	__u32 burst;           /* bucket size */
+	__u32 pad;
+};
+PC_STATIC_ASSERT(sizeof(struct pc_punt_config) == 24, "pc_punt_config layout is shared with BPF");
+
+/* Token bucket per source address (LRU hash keyed by the source address). */
+struct pc_punt_bucket {
+	__u64 refilled_ns;
+	__u32 tokens;
+	__u32 pad;
+};
+PC_STATIC_ASSERT(sizeof(struct pc_punt_bucket) == 16, "pc_punt_bucket layout is shared with BPF");
+
+/* Takes one token from `bucket` at `now`; returns 0 when there is none. */
+static __always_inline int pc_punt_bucket_take(struct pc_punt_bucket *bucket, const struct pc_punt_config *config,
+					       __u64 now)
+{
+	if (now > bucket->refilled_ns) {
+		__u64 elapsed = now - bucket->refilled_ns;
+
+		if (elapsed > 10000000000ULL) /* a full bucket by then; keeps the product below 2^64 */
+			elapsed = 10000000000ULL;
+		const __u64 earned = elapsed * config->rate_per_sec / 1000000000ULL;
+
+		if (earned > 0) {
+			const __u64 tokens = bucket->tokens + earned;
+
+			bucket->tokens = tokens > config->burst ? config->burst : (__u32)tokens;
+			bucket->refilled_ns = now;
+		}
+	}
+	if (bucket->tokens == 0)
+		return 0;
+	bucket->tokens -= 1;
+	return 1;
+}
+
+#endif
