@@ -58,9 +58,10 @@ enum pc_drop_reason {
 	PC_DROP_STREAM_CONFLICT = 47,		/* retransmitted bytes that differ from the first copy */
 	PC_DROP_NO_DNS_BINDING = 48,		/* matched by name, but DNS never bound the address to it */
 	PC_DROP_HOLD_MEMORY = 49,		/* the daemon's held memory is full */
-	/* 50..: free */
+	PC_DROP_ECH_REFUSED = 50,		/* an ECH ClientHello under `ech: deny` */
+	/* 51..: free */
 
-	PC_DROP_MAX = 50,
+	PC_DROP_MAX = 51,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -111,6 +112,7 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_STREAM_CONFLICT: return "stream-conflict";
 	case PC_DROP_NO_DNS_BINDING: return "no-dns-binding";
 	case PC_DROP_HOLD_MEMORY: return "hold-memory";
+	case PC_DROP_ECH_REFUSED: return "ech-refused";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

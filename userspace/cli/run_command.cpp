@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@
 #include "dataplane/verdict_log.h"
 #include "policy/compiled_policy.h"
 #include "policy/policy_loader.h"
+#include "punt/punt_handler.h"
 
 namespace portcullis::cli {
 namespace {
@@ -48,6 +50,7 @@ struct RunOptions {
   std::string pin_dir = "/sys/fs/bpf/portcullis";
   uint32_t flow_table_size = 0;
   std::string xdp = "off";
+  punt::PuntSettings punt;
 };
 
 // Where the JSON lines go: stderr by default, stdout for "-", else a file (appended to). Every line is
@@ -120,6 +123,21 @@ std::optional<std::string> check_interfaces(const RunOptions& options, policy::M
   return std::nullopt;
 }
 
+Json punt_json(const punt::PuntStats& stats) {
+  Json out;
+  out["frames"] = stats.frames;
+  out["malformed"] = stats.malformed;
+  out["released"] = stats.released;
+  out["late_released"] = stats.late_released;
+  out["dropped"] = stats.dropped;
+  out["send_errors"] = stats.send_errors;
+  out["decided"] = stats.decided;
+  out["timeouts"] = stats.timeouts;
+  out["pending_flows"] = stats.pending_flows;
+  out["held_bytes"] = stats.held_bytes;
+  return out;
+}
+
 Json string_array(const std::vector<std::string>& items) {
   Json array = Json::array();
   for (const std::string& item : items) array.push_back(item);
@@ -181,8 +199,15 @@ class RunCommand {
                    "denied as needs-l7\n";
     }
 
+    // Pending flows are the punt handler's to decide and log; every other verdict is logged as it comes.
+    punt_ = std::make_unique<punt::PuntHandler>(objects_->punts_map(), objects_->flows_map(),
+                                                objects_->punt_config_map(), mode_, options_.punt,
+                                                [this](const punt::PuntDecision& decision) { log_decision(decision); });
+    punt_->set_policy(compiled, generation_);
+    punt_->tick();  // the heartbeat is there before any program can punt
     events_ =
         std::make_unique<dataplane::VerdictEventReader>(objects_->events_map(), [this](const pc_verdict_event& event) {
+          if (event.verdict == PC_VERDICT_PENDING) return punt_->on_pending_event(event);
           log_->write(
               dataplane::verdict_json(event, generations_.find(event.generation), clock_.iso8601(event.timestamp_ns)));
         });
@@ -230,6 +255,18 @@ class RunCommand {
     writer_->write(tables);
     generations_.add(generation, compiled);
     generation_ = generation;
+    if (punt_) punt_->set_policy(compiled, generation);
+  }
+
+  void log_decision(const punt::PuntDecision& decision) {
+    Json line = dataplane::verdict_json(decision.event, generations_.find(decision.event.generation),
+                                        clock_.iso8601(decision.event.timestamp_ns));
+    line["l7"] = policy::to_string(decision.identity.l7);
+    line["name"] = decision.identity.name ? Json(*decision.identity.name) : Json(nullptr);
+    if (!decision.identity.detail.empty() && decision.identity.detail != "none") {
+      line["detail"] = decision.identity.detail;
+    }
+    log_->write(line);
   }
 
   // A failed start takes off what it added. What a previous daemon left stays: it is still enforcing.
@@ -291,12 +328,34 @@ class RunCommand {
     ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, signal_fd, &watch);
     watch.data.fd = events_->fd();
     ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, events_->fd(), &watch);
+    watch.data.fd = punt_->fd();
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, punt_->fd(), &watch);
+    // The punt handler's clock: heartbeat and l7 timeouts.
+    const int timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (timer_fd < 0) return stop("timerfd: " + std::string(std::strerror(errno)));
+    const itimerspec period{{0, 100'000'000}, {0, 100'000'000}};
+    ::timerfd_settime(timer_fd, 0, &period, nullptr);
+    watch.data.fd = timer_fd;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, timer_fd, &watch);
 
     for (;;) {
-      epoll_event ready[4];
-      const int n = ::epoll_wait(epoll_fd, ready, 4, -1);
+      epoll_event ready[8];
+      const int n = ::epoll_wait(epoll_fd, ready, 8, -1);
       if (n < 0 && errno != EINTR) return stop("epoll: " + std::string(std::strerror(errno)));
       for (int i = 0; i < n; ++i) {
+        if (ready[i].data.fd == timer_fd) {
+          uint64_t expirations = 0;
+          (void)::read(timer_fd, &expirations, sizeof(expirations));
+          punt_->tick();
+          continue;
+        }
+        if (ready[i].data.fd == punt_->fd()) {
+          // Verdict events first: a flow's pending event starts its clock before its frames are read.
+          clock_ = dataplane::WallClock();
+          events_->consume();
+          punt_->consume();
+          continue;
+        }
         if (ready[i].data.fd != signal_fd) {
           clock_ = dataplane::WallClock();
           events_->consume();
@@ -309,6 +368,7 @@ class RunCommand {
         } else {
           ::close(epoll_fd);
           ::close(signal_fd);
+          ::close(timer_fd);
           return stop(info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
         }
       }
@@ -345,6 +405,7 @@ class RunCommand {
   // Drains the verdicts still waiting, takes every program off and removes the pins.
   int stop(const std::string& why) {
     events_->consume();
+    punt_->stop_heartbeat();
     Json line;
     line["event"] = "stopped";
     line["ts"] = dataplane::WallClock::now_iso8601();
@@ -354,8 +415,10 @@ class RunCommand {
     } catch (const std::exception& e) {
       line["counters"] = nullptr;
     }
+    line["punts"] = punt_json(punt_->stats());
     std::string problems = attacher_->detach_all();
     events_.reset();
+    punt_.reset();
     problems += objects_->unpin();
     objects_.reset();
     line["ok"] = problems.empty();
@@ -369,6 +432,7 @@ class RunCommand {
   std::unique_ptr<JsonLog> log_;
   std::unique_ptr<BpfObjects> objects_;
   std::unique_ptr<PolicyMapWriter> writer_;
+  std::unique_ptr<punt::PuntHandler> punt_;
   std::unique_ptr<dataplane::VerdictEventReader> events_;
   std::unique_ptr<dataplane::CounterReader> counters_;
   std::unique_ptr<Attacher> attacher_;
@@ -401,6 +465,17 @@ Runner add_run_command(CLI::App& app) {
       ->add_option("--flow-table-size", options->flow_table_size,
                    "flow table entries when it is created (default 262144; an adopted table keeps its size)")
       ->check(CLI::Range(1024u, 1u << 26));
+  command
+      ->add_option("--flow-hold-bytes", options->punt.flow_hold_bytes,
+                   "bytes a flow waiting for its name may have held before it is denied (default 65536)")
+      ->check(CLI::Range(1500u, 1u << 24));
+  command
+      ->add_option("--hold-bytes", options->punt.total_hold_bytes,
+                   "bytes held over every waiting flow before new ones are denied (default 64 MiB)")
+      ->check(CLI::Range(uint64_t{1} << 16, uint64_t{1} << 34));
+  command->add_option("--punt-rate", options->punt.rate_per_sec,
+                      "frames per second one source may send to the daemon, sustained (default 2000)");
+  command->add_option("--punt-burst", options->punt.burst, "... and in a burst (default 4000)");
   return [options]() { return RunCommand(*options).run(); };
 }
 

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# End-to-end: name rules through punt and hold, in gateway or host mode. Real clients (curl, openssl s_client,
+# a client that splits its ClientHello into 1-byte records and 7-byte segments, TCP Fast Open) and servers
+# (openssl s_server, an HTTP server, a TCP echo) over IPv4 and IPv6: the name each flow shows (TLS SNI on 443
+# and another port, HTTP Host, an SSH banner) decides it; denied flows are reset at once; non-TLS bytes on a
+# tls rule, a ClientHello without SNI to a name rule, and a client that shows nothing in time are denied; the
+# log has one line per decision with l7 and name; and no allowed connection needs a retransmission.
+# Usage: names_test.sh SOURCE_DIR BUILD_DIR gateway|host   (root; exit 77 = skipped)
+set -euo pipefail
+src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR gateway|host}
+build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR gateway|host}
+mode=${3:?usage: $0 SOURCE_DIR BUILD_DIR gateway|host}
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIP: needs root (network namespaces, BPF)"
+  exit 77
+fi
+for tool in ip socat openssl curl setsid timeout nsenter; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "SKIP: $tool is missing (scripts/setup installs it)"
+    exit 77
+  fi
+done
+
+# shellcheck source=lib/topology.sh
+. "$src_dir/test/e2e/lib/topology.sh"
+# shellcheck source=lib/portcullis.sh
+. "$src_dir/test/e2e/lib/portcullis.sh"
+PC_BIN=$build_dir/userspace/portcullis
+split_client=$build_dir/test/portcullis_tls_split_client
+[ -x "$split_client" ] || { echo "FAIL: $split_client is not built"; exit 1; }
+pc_trap
+
+if [ "$mode" = gateway ]; then
+  topo_create
+  fw_ns=gw
+  run_args=(--mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE")
+else
+  topo_create_host_mode
+  fw_ns=client
+  run_args=(--mode host --iface "$CLIENT_IF")
+fi
+
+# TCP Fast Open: the client puts data in its SYN without waiting for a cookie; inet's listeners take it.
+in_ns client sysctl -qw net.ipv4.tcp_fastopen=5
+in_ns inet sysctl -qw net.ipv4.tcp_fastopen=0x602
+
+cert=$TOPO_LOG_DIR/cert.pem key=$TOPO_LOG_DIR/key.pem
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$key" -out "$cert" -days 1 -subj /CN=allowed.test \
+  -addext "subjectAltName=DNS:allowed.test,DNS:evil.test" 2>/dev/null
+serve_tls() {  # serve_tls ADDR PORT
+  local listen=$1:$2
+  case $1 in *:*) listen="[$1]:$2" ;; esac
+  topo_start inet "tls-$1-$2" openssl s_server -accept "$listen" -cert "$cert" -key "$key" -www -quiet
+  topo_wait_port inet tcp "$1" "$2"
+}
+serve_tls "$INET_ALLOWED_V4" 443
+serve_tls "$INET_ALLOWED_V6" 443
+serve_tls "$INET_ALLOWED_V4" 8443
+serve_tls "$INET_ALLOWED_V4" 9443
+serve_tls "$INET_EVIL_V4" 9443
+serve_tls "$INET_EVIL_V6" 9443
+topo_serve_http inet "$INET_ALLOWED_V4" 80
+topo_serve_tcp_echo inet "$INET_ALLOWED_V4" 22
+
+https_get() {  # https_get NAME ADDR [PORT]: the status code curl got
+  local port=${3:-443} a=$2
+  case $a in *:*) a="[$a]" ;; esac
+  in_ns client curl -sk --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' \
+    --resolve "$1:$port:$a" "https://$1:$port/"
+}
+http_get() {  # http_get HOST ADDR
+  in_ns client curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' --resolve "$1:80:$2" "http://$1/"
+}
+refused_fast() {  # refused_fast CMD...: fails, and within a second (a reset, not a timeout)
+  local t0 t1
+  t0=$(pc_now_ms)
+  if "$@" >/dev/null 2>&1; then echo "succeeded"; return 1; fi
+  t1=$(pc_now_ms)
+  [ $((t1 - t0)) -lt 1000 ] || { echo "refused only after $((t1 - t0)) ms"; return 1; }
+}
+retransmissions() {  # TCP segments the client namespace has retransmitted so far
+  in_ns client awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) col[$i] = i; h = 1 } else print $col["RetransSegs"] }' \
+    /proc/net/snmp
+}
+split() { in_ns client "$split_client" "$@"; }
+
+pc_start "$fw_ns" names --policy "$src_dir/test/e2e/policies/names.yaml" "${run_args[@]}"
+
+echo "== allowed names pass, and need no retransmission ($mode mode)"
+retrans_before=$(retransmissions)
+expect_eq "https to allowed.test (TLS 1.3, curl)" "$(https_get allowed.test "$INET_ALLOWED_V4")" 200
+expect_eq "https to allowed.test over IPv6" "$(https_get allowed.test "$INET_ALLOWED_V6")" 200
+expect_eq "TLS to allowed.test on another port, 8443" "$(https_get allowed.test "$INET_ALLOWED_V4" 8443)" 200
+expect_ok "TLS 1.2 (openssl s_client)" bash -c "echo | ip netns exec '$NS_CLIENT' timeout 5 openssl s_client \
+  -connect $INET_ALLOWED_V4:443 -servername allowed.test -tls1_2 -brief 2>&1 | grep -q 'Protocol version: TLSv1.2'"
+expect_ok "TLS 1.3 (openssl s_client)" bash -c "echo | ip netns exec '$NS_CLIENT' timeout 5 openssl s_client \
+  -connect $INET_ALLOWED_V4:443 -servername allowed.test -tls1_3 -brief 2>&1 | grep -q 'Protocol version: TLSv1.3'"
+expect_ok "a ClientHello in 1-byte records, 7-byte segments" \
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --record-size 1 --segment-size 7 --delay-ms 1
+expect_ok "a ClientHello in 100-byte records, one per segment" \
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --record-size 100 --segment-size 105
+expect_ok "the ClientHello in the SYN (TCP Fast Open)" \
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --tfo
+expect_ok "TCP Fast Open was used" bash -c "ip netns exec '$NS_CLIENT' nstat -az TcpExtTCPFastOpenActive \
+  | awk '/TCPFastOpenActive/ { exit !(\$2 > 0) }'"
+expect_eq "http to allowed.test (Host)" "$(http_get allowed.test "$INET_ALLOWED_V4")" 200
+expect_match "an SSH banner to the ssh rule" \
+  "$(printf 'SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22")" \
+  "^SSH-2.0-OpenSSH_9.2p1"
+expect_ok "no SNI to an address rule" split --connect "$INET_EVIL_V4" --port 9443 --no-sni
+expect_ok "no SNI to an address rule, IPv6" split --connect "$INET_EVIL_V6" --port 9443 --no-sni
+expect_eq "no allowed connection needed a retransmission" "$(($(retransmissions) - retrans_before))" 0
+
+echo "== denied names are reset at once"
+expect_ok "https to evil.test (denied by rule)" refused_fast https_get evil.test "$INET_ALLOWED_V4"
+expect_ok "https to a name no rule allows" refused_fast https_get other.test "$INET_ALLOWED_V4"
+expect_ok "evil.test in 1-byte records" refused_fast \
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni evil.test --record-size 1 --segment-size 7 --delay-ms 1
+expect_ok "http with Host evil.test" refused_fast http_get evil.test "$INET_ALLOWED_V4"
+expect_ok "allowed.test on a port its rules do not name" refused_fast https_get allowed.test "$INET_ALLOWED_V4" 9443
+expect_ok "HTTP bytes on a tls rule" refused_fast \
+  split --connect "$INET_EVIL_V4" --port 9443 --send-raw "$(printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' | od -An -tx1 | tr -d ' \n')"
+expect_ok "bytes that are no SSH banner on the ssh rule" refused_fast \
+  split --connect "$INET_ALLOWED_V4" --port 22 --send-raw 48454c4c4f0d0a
+expect_ok "no SNI to a name rule" refused_fast split --connect "$INET_ALLOWED_V4" --port 443 --no-sni
+
+echo "== a client that shows nothing in time is denied"
+t0=$(pc_now_ms)
+out=$(split --connect "$INET_ALLOWED_V4" --port 443 --send-raw 16 --timeout-ms 4000 || true)
+t1=$(pc_now_ms)
+expect_match "the connection is reset" "$out" "reset|closed"
+expect_ok "after l7_timeout_ms (1000), not before" test $((t1 - t0)) -ge 900 -a $((t1 - t0)) -lt 3000
+
+echo "== one log line per decision, with what the flow showed"
+expect_log "allowed https" '"l7":"tls"' '"name":"allowed.test"' '"verdict":"allow"' '"rule":"allowed-https"'
+expect_log "TLS on 8443" '"dport":8443' '"l7":"tls"' '"verdict":"allow"' '"rule":"allowed-tls-8443"'
+expect_log "IPv6" '"dst":"2001:db8::10"' '"l7":"tls"' '"verdict":"allow"'
+expect_log "http" '"l7":"http"' '"name":"allowed.test"' '"rule":"allowed-http"'
+expect_log "ssh" '"l7":"ssh"' '"rule":"git-ssh"' '"verdict":"allow"'
+expect_log "no SNI, by address" '"l7":"tls"' '"name":null' '"rule":"tls-by-address"'
+expect_log "evil by rule" '"name":"evil.test"' '"verdict":"deny"' '"rule":"no-evil"' '"reason":"denied-by-rule"'
+expect_log "other by default" '"name":"other.test"' '"verdict":"deny"' '"reason":"denied-by-default"'
+expect_log "HTTP bytes on a tls rule" '"dport":9443' '"l7":"http"' '"verdict":"deny"' '"reason":"denied-by-default"'
+expect_log "no banner" '"dport":22' '"l7":"none"' '"verdict":"deny"' '"reason":"l7-mismatch"'
+expect_log "timeout" '"verdict":"deny"' '"reason":"l7-timeout"'
+
+pc_stop
+expect_match "the daemon reinjected every held frame it allowed" "$(tail -n 1 "$PC_LOG")" '"send_errors":0'
+report

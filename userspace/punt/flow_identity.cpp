@@ -1,0 +1,148 @@
+#include "punt/flow_identity.h"
+
+#include <string_view>
+
+#include "parsers/http_request.h"
+#include "parsers/ssh_banner.h"
+#include "parsers/tls_client_hello.h"
+
+namespace portcullis::punt {
+namespace {
+
+using parsers::ParseStatus;
+using State = FlowIdentity::State;
+
+constexpr uint8_t kTlsHandshakeRecord = 0x16;
+
+FlowIdentity from_tls(std::span<const uint8_t> stream) {
+  FlowIdentity identity;
+  identity.l7 = policy::L7Proto::tls;
+  const parsers::ClientHelloResult hello = parsers::parse_client_hello(stream);
+  identity.detail = std::string(parsers::to_string(hello.reason));
+  if (hello.status == ParseStatus::need_more) return identity;
+  if (hello.status == ParseStatus::malformed) {
+    identity.state = State::malformed;
+    return identity;
+  }
+  identity.state = State::identified;
+  identity.ech = hello.has_ech;
+  // An address in SNI names no host: the flow is matched by its destination address only.
+  if (hello.sni && !hello.sni_is_ip_literal) identity.name = hello.sni;
+  return identity;
+}
+
+FlowIdentity from_ssh(const parsers::SshBannerResult& banner) {
+  FlowIdentity identity;
+  identity.l7 = policy::L7Proto::ssh;
+  identity.detail = std::string(parsers::to_string(banner.reason));
+  if (banner.status == ParseStatus::found) identity.state = State::identified;
+  if (banner.status == ParseStatus::malformed) identity.state = State::malformed;
+  return identity;
+}
+
+FlowIdentity from_http(std::span<const uint8_t> stream) {
+  FlowIdentity identity;
+  const parsers::HttpRequestResult request = parsers::parse_http_request(stream);
+  identity.detail = std::string(parsers::to_string(request.reason));
+  if (request.status == ParseStatus::need_more) return identity;
+  if (request.status == ParseStatus::found) {
+    identity.state = State::identified;
+    identity.l7 = policy::L7Proto::http;
+    if (request.host && !request.host_is_ip_literal) identity.name = request.host;
+    return identity;
+  }
+  // A request line that reads as HTTP but whose head is unsafe (two Hosts, smuggling shapes) is malformed
+  // HTTP; bytes that never looked like a request are some other protocol.
+  switch (request.reason) {
+    case parsers::HttpRequestReason::method_invalid:
+    case parsers::HttpRequestReason::method_too_long:
+    case parsers::HttpRequestReason::request_line_invalid:
+    case parsers::HttpRequestReason::version_invalid:
+    case parsers::HttpRequestReason::not_http1:
+      identity.state = State::unknown;
+      break;
+    default:
+      identity.state = State::malformed;
+      identity.l7 = policy::L7Proto::http;
+      break;
+  }
+  return identity;
+}
+
+}  // namespace
+
+FlowIdentity identify_tcp_stream(std::span<const uint8_t> stream) {
+  if (stream.empty()) return {};
+  if (stream[0] == kTlsHandshakeRecord) return from_tls(stream);
+  if (stream[0] == 'S') {
+    // "SSH-" or an HTTP method that starts with S (SEARCH, SUBSCRIBE): the banner parser tells them apart
+    // within four bytes.
+    const parsers::SshBannerResult banner = parsers::parse_ssh_banner(stream);
+    if (banner.status != ParseStatus::malformed || banner.reason != parsers::SshBannerReason::not_ssh) {
+      return from_ssh(banner);
+    }
+  }
+  return from_http(stream);
+}
+
+PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                   const PendingFlowFacts& flow, const FlowIdentity& identity) {
+  PendingVerdict verdict;
+  if (identity.state == FlowIdentity::State::malformed) {
+    verdict.reason = PC_DROP_L7_MALFORMED;
+    verdict.group = policy.group_of(flow.src);
+    return verdict;
+  }
+  if (identity.ech && policy.policy().defaults.ech == policy::EchMode::deny) {
+    verdict.reason = PC_DROP_ECH_REFUSED;
+    verdict.group = policy.group_of(flow.src);
+    return verdict;
+  }
+  policy::FlowQuery query;
+  query.src = flow.src;
+  query.dst = flow.dst;
+  query.proto = flow.proto;
+  query.dport = flow.dport;
+  query.icmp_type = flow.icmp_type;
+  query.l7 = identity.l7;
+  query.name = identity.name;
+  // What the flow claims, taken at its word: a deny of the name it shows holds without any binding.
+  query.name_bound = true;
+  const policy::Decision claimed = policy.evaluate(query, mode);
+  // What it is allowed: no DNS binding is known to the daemon yet, so a name match that needs one fails.
+  query.name_bound = false;
+  const policy::Decision decision = policy.evaluate(query, mode);
+  const bool denied_by_rule = claimed.verdict == policy::Action::deny && claimed.reason == policy::DecisionReason::rule;
+  const policy::Decision& deciding = denied_by_rule ? claimed : decision;
+  verdict.group = deciding.group;
+  verdict.rule = deciding.rule;
+  if (!denied_by_rule && decision.verdict == policy::Action::allow) {
+    verdict.allow = true;
+    return verdict;
+  }
+  switch (deciding.reason) {
+    case policy::DecisionReason::rule:
+      verdict.reason = PC_DROP_DENIED_BY_RULE;
+      return verdict;
+    case policy::DecisionReason::source_not_in_group:
+      verdict.reason = PC_DROP_SOURCE_NOT_IN_GROUP;
+      return verdict;
+    case policy::DecisionReason::dns_not_resolver:
+      verdict.reason = PC_DROP_DNS_NOT_RESOLVER;
+      return verdict;
+    default:
+      break;
+  }
+  // Denied by default. Say why when the name would have been allowed with a binding, or when the flow
+  // showed no protocol a rule could match.
+  if (claimed.verdict == policy::Action::allow) {
+    verdict.reason = PC_DROP_NO_DNS_BINDING;
+  } else if (identity.state == FlowIdentity::State::unknown) {
+    verdict.reason = PC_DROP_L7_MISMATCH;
+  } else {
+    verdict.reason = PC_DROP_DENIED_BY_DEFAULT;
+  }
+  return verdict;
+}
+
+}  // namespace portcullis::punt

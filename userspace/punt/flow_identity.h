@@ -1,0 +1,58 @@
+// What a pending flow shows at its start, and the verdict that follows from it. Pure: byte spans and the
+// policy in, results out, so every case is testable without a kernel.
+//
+// A TCP client's first bytes are read as the protocol their first byte announces: a TLS handshake record
+// (0x16) as a ClientHello, "SSH-" as an SSH banner, anything else as an HTTP/1.x request head. Bytes that fit
+// none of them are a flow of no known protocol: only L4 rules can allow it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "policy/compiled_policy.h"
+#include "portcullis/drop_reasons.h"
+
+namespace portcullis::punt {
+
+struct FlowIdentity {
+  enum class State : uint8_t {
+    need_more,   // the bytes so far are the start of something: wait for more
+    identified,  // l7 and name are known (name may be absent: a ClientHello without SNI, HTTP/1.0)
+    unknown,     // the bytes are no protocol portcullis reads: l7 none
+    malformed,   // the protocol is clear but its message cannot be read safely: deny
+  };
+  State state = State::need_more;
+  policy::L7Proto l7 = policy::L7Proto::none;
+  std::optional<std::string> name;  // normalized SNI or Host; never an IP literal
+  bool ech = false;                 // the ClientHello carries encrypted_client_hello: name is the outer one
+  std::string detail;               // the parser's reason, for logs
+};
+
+// Reads the start of a TCP client's stream.
+FlowIdentity identify_tcp_stream(std::span<const uint8_t> stream);
+
+// The first packet of a pending flow, from its initiator.
+struct PendingFlowFacts {
+  policy::IpAddress src;
+  policy::IpAddress dst;
+  policy::L4Proto proto = policy::L4Proto::tcp;
+  uint16_t dport = 0;
+  uint8_t icmp_type = 0;
+};
+
+struct PendingVerdict {
+  bool allow = false;
+  uint32_t reason = PC_DROP_NONE;  // enum pc_drop_reason for a deny
+  const policy::Rule* rule = nullptr;
+  std::optional<size_t> group;
+};
+
+// The verdict for a flow that showed `identity` (identified or unknown; need_more is the caller's to wait
+// out). Name rules hold only with a DNS binding when sni_ip_binding is dns, and no binding is known yet: such
+// a match is denied as no-dns-binding, fail closed.
+PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                   const PendingFlowFacts& flow, const FlowIdentity& identity);
+
+}  // namespace portcullis::punt

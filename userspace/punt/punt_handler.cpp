@@ -1,0 +1,376 @@
+#include "punt/punt_handler.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+#include <utility>
+
+#include "portcullis/compat.h"
+#include "portcullis/parse.h"
+#include "punt/frame_offloads.h"
+
+namespace portcullis::punt {
+namespace {
+
+constexpr uint8_t kTcp = 6;
+constexpr uint8_t kUdp = 17;
+// Verdicts are remembered this long after a decision, for frames punted before the data plane saw it.
+constexpr uint64_t kDecidedMemoryNs = 10'000'000'000ULL;
+// Largest client prefix kept per TCP flow: a 16 KiB ClientHello in records, or an 8 KiB request head.
+constexpr uint32_t kStreamLimit = 20 * 1024;
+constexpr size_t kMaxErrors = 16;
+
+uint64_t monotonic_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
+}
+
+policy::IpAddress address_of(const pc_addr& addr, uint8_t family) {
+  policy::IpAddress address;
+  address.family = family == PC_FAMILY_IPV6 ? policy::IpFamily::v6 : policy::IpFamily::v4;
+  std::memcpy(address.bytes.data(), addr.bytes, family == PC_FAMILY_IPV6 ? 16 : 4);
+  return address;
+}
+
+policy::L4Proto l4_of(const pc_packet& pkt) {
+  if (pkt.proto == kTcp) return policy::L4Proto::tcp;
+  if (pkt.proto == kUdp) return policy::L4Proto::udp;
+  return pkt.family == PC_FAMILY_IPV6 ? policy::L4Proto::icmpv6 : policy::L4Proto::icmp;
+}
+
+uint32_t load32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
+         p[3];
+}
+
+// Sequence numbers compare modulo 2^32.
+bool seq_before(uint32_t a, uint32_t b) {
+  return static_cast<int32_t>(a - b) < 0;
+}
+
+}  // namespace
+
+size_t PuntHandler::KeyHash::operator()(const pc_flow_key& key) const noexcept {
+  // FNV-1a over the key's bytes (the layout zeroes its padding).
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&key);
+  uint64_t hash = 14695981039346656037ULL;
+  for (size_t i = 0; i < sizeof(key); ++i) hash = (hash ^ bytes[i]) * 1099511628211ULL;
+  return static_cast<size_t>(hash);
+}
+
+bool PuntHandler::KeyEqual::operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+PuntHandler::PuntHandler(int punts_fd, int flows_fd, int punt_config_fd, policy::Mode mode, PuntSettings settings,
+                         Logger logger)
+    : flows_fd_(flows_fd),
+      punt_config_fd_(punt_config_fd),
+      mode_(mode),
+      settings_(settings),
+      logger_(std::move(logger)),
+      reinjector_(mode) {
+  ring_ = ring_buffer__new(punts_fd, &PuntHandler::on_sample, this, nullptr);
+  if (ring_ == nullptr) {
+    throw std::runtime_error(std::string("cannot map the pc_punts ring buffer: ") + std::strerror(errno));
+  }
+}
+
+PuntHandler::~PuntHandler() {
+  ring_buffer__free(ring_);
+}
+
+void PuntHandler::set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation) {
+  policy_ = std::move(policy);
+  generation_ = generation;
+}
+
+int PuntHandler::fd() const {
+  return ring_buffer__epoll_fd(ring_);
+}
+
+void PuntHandler::consume() {
+  ring_buffer__consume(ring_);
+}
+
+int PuntHandler::on_sample(void* context, void* data, size_t size) {
+  auto* self = static_cast<PuntHandler*>(context);
+  pc_punt_header header{};
+  if (size < sizeof(header)) {
+    ++self->stats_.malformed;
+    return 0;
+  }
+  std::memcpy(&header, data, sizeof(header));
+  const auto* bytes = static_cast<const uint8_t*>(data) + sizeof(header);
+  const size_t length = std::min<size_t>(header.len, size - sizeof(header));
+  self->on_frame(header, std::span<const uint8_t>(bytes, length));
+  return 0;
+}
+
+void PuntHandler::on_pending_event(const pc_verdict_event& event) {
+  pc_flow_key key{};
+  uint8_t direction = 0;
+  pc_flow_key_fill(&key, event.family, event.proto, &event.src, event.sport, &event.dst,
+                   (event.proto == kTcp || event.proto == kUdp) ? event.dport : 0, &direction);
+  if (event.proto != kTcp && event.proto != kUdp) return;  // ICMP flows have their type in dport: found by punt
+  if (pending_.contains(key) || decided_.contains(key)) return;
+  PendingFlow& flow = pending_[key];
+  flow.event = event;
+  flow.facts.src = address_of(event.src, event.family);
+  flow.facts.dst = address_of(event.dst, event.family);
+  flow.facts.proto = event.proto == kTcp ? policy::L4Proto::tcp : policy::L4Proto::udp;
+  flow.facts.dport = event.dport;
+  const uint32_t timeout_ms = policy_ ? policy_->policy().defaults.l7_timeout_ms : 1000;
+  flow.deadline_ns = event.timestamp_ns + static_cast<uint64_t>(timeout_ms) * 1'000'000ULL;
+  stats_.pending_flows = pending_.size();
+}
+
+PuntHandler::PendingFlow& PuntHandler::pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now) {
+  auto [it, created] = pending_.try_emplace(key);
+  PendingFlow& flow = it->second;
+  if (!created) return flow;
+  // A flow whose pending event was lost (or that this daemon adopted): it starts now.
+  flow.facts.src = address_of(pkt.src, pkt.family);
+  flow.facts.dst = address_of(pkt.dst, pkt.family);
+  flow.facts.proto = l4_of(pkt);
+  flow.facts.dport = pkt.dport;
+  flow.facts.icmp_type = pkt.icmp_type;
+  flow.event.timestamp_ns = now;
+  flow.event.src = pkt.src;
+  flow.event.dst = pkt.dst;
+  flow.event.sport = pkt.sport;
+  flow.event.dport = (pkt.proto == kTcp || pkt.proto == kUdp) ? pkt.dport : pkt.icmp_type;
+  flow.event.family = pkt.family;
+  flow.event.proto = pkt.proto;
+  const uint32_t timeout_ms = policy_ ? policy_->policy().defaults.l7_timeout_ms : 1000;
+  flow.deadline_ns = now + static_cast<uint64_t>(timeout_ms) * 1'000'000ULL;
+  stats_.pending_flows = pending_.size();
+  return flow;
+}
+
+void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t> frame) {
+  ++stats_.frames;
+  pc_packet pkt{};
+  pc_flow_key key{};
+  uint8_t direction = 0;
+  if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt) != PC_DROP_NONE ||
+      pc_flow_key_from_packet(&pkt, &key, &direction) < 0) {
+    ++stats_.malformed;  // and dropped: its flow, if any, times out
+    return;
+  }
+  HeldFrame held{std::vector<uint8_t>(frame.begin(), frame.end()), header.ifindex, header.gso_size};
+  if (const auto decided = decided_.find(key); decided != decided_.end()) {
+    // Punted before the data plane saw the verdict: goes the way of the flow.
+    if (decided->second.allow) {
+      ++stats_.late_released;
+      release(held);
+    } else {
+      ++stats_.dropped;
+    }
+    return;
+  }
+  const uint64_t now = monotonic_ns();
+  PendingFlow& flow = pending_flow(key, pkt, now);
+  flow.frames.push_back(std::move(held));
+  flow.held_bytes += frame.size();
+  stats_.held_bytes += frame.size();
+  if (stats_.held_bytes > settings_.total_hold_bytes) return deny(key, flow, PC_DROP_HOLD_MEMORY, {});
+  if (flow.held_bytes > settings_.flow_hold_bytes) return deny(key, flow, PC_DROP_HOLD_LIMIT, {});
+
+  if (pkt.proto != kTcp) {
+    // A datagram or ICMP message: nothing more will come before the verdict. Names for them come from DNS
+    // bindings, and QUIC from its Initial.
+    FlowIdentity identity;
+    identity.state = FlowIdentity::State::unknown;
+    return decide(key, flow, identity);
+  }
+  if (!add_segment(flow, pkt, frame)) {
+    FlowIdentity identity;
+    identity.state = FlowIdentity::State::malformed;
+    identity.detail = "overlapping segments differ";
+    return deny(key, flow, PC_DROP_STREAM_CONFLICT, identity);
+  }
+  const FlowIdentity identity = identify_tcp_stream(flow.stream->contiguous());
+  if (identity.state != FlowIdentity::State::need_more) return decide(key, flow, identity);
+  if (flow.stream->limit_exceeded()) {
+    FlowIdentity unread = identity;
+    unread.state = FlowIdentity::State::malformed;
+    unread.detail = "no message within the stream limit";
+    deny(key, flow, PC_DROP_L7_MALFORMED, unread);
+  }
+}
+
+bool PuntHandler::add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame) {
+  if (pkt.l4_off + 8u > frame.size()) return true;
+  const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
+  const bool syn = (pkt.tcp_flags & PC_TCP_SYN) != 0;
+  const uint32_t start = syn ? seq + 1 : seq;
+  if (!flow.stream || (!syn && seq_before(start, flow.stream_start))) {
+    // The first segment held, or one from before it (held frames can arrive out of order): the stream
+    // starts here, and every segment held so far is added again.
+    flow.stream_start = start;
+    flow.stream.emplace(start, kStreamLimit);
+    for (const HeldFrame& held : flow.frames) {
+      pc_packet earlier{};
+      if (pc_parse_packet(held.bytes.data(), held.bytes.data() + held.bytes.size(), &earlier) != PC_DROP_NONE) {
+        continue;
+      }
+      if (earlier.l4_off + 8u > held.bytes.size()) continue;
+      const size_t end = std::min<size_t>(held.bytes.size(), earlier.payload_off + earlier.payload_len);
+      if (earlier.payload_off > end) continue;
+      flow.stream->add_segment(
+          load32(held.bytes.data() + earlier.l4_off + 4),
+          std::span<const uint8_t>(held.bytes.data() + earlier.payload_off, end - earlier.payload_off),
+          (earlier.tcp_flags & PC_TCP_SYN) != 0);
+    }
+    return !flow.stream->conflict();
+  }
+  const size_t end = std::min<size_t>(frame.size(), pkt.payload_off + pkt.payload_len);
+  if (pkt.payload_off <= end) {
+    flow.stream->add_segment(seq, frame.subspan(pkt.payload_off, end - pkt.payload_off), syn);
+  }
+  return !flow.stream->conflict();
+}
+
+void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity) {
+  if (!policy_) return deny(key, flow, PC_DROP_DENIED_BY_DEFAULT, identity);
+  const PendingVerdict verdict = decide_pending_flow(*policy_, mode_, flow.facts, identity);
+  const uint32_t rule_id =
+      verdict.rule != nullptr ? static_cast<uint32_t>(verdict.rule - policy_->rules().data()) : PC_RULE_NONE;
+  const uint32_t scope = verdict.group ? static_cast<uint32_t>(*verdict.group + 1) : PC_SCOPE_TOP_LEVEL;
+  flow.event.scope = scope;
+  if (!verdict.allow) return deny(key, flow, verdict.reason, identity, rule_id);
+  // Held frames go first, in order; the verdict after them, so nothing the client sends later overtakes
+  // them. Frames punted in between are released as they arrive (decided_).
+  for (HeldFrame& held : flow.frames) release(held);
+  install(key, flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id);
+  log(flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id, identity);
+  forget(key, true);
+}
+
+void PuntHandler::deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,
+                       uint32_t rule_id) {
+  install(key, flow, PC_VERDICT_DENY, reason, rule_id);
+  const bool reject = !policy_ || policy_->policy().defaults.on_deny == policy::OnDeny::reject;
+  size_t sent_back = 0;
+  if (reject && !flow.frames.empty()) {
+    HeldFrame& first = flow.frames.front();
+    // The server has seen the handshake and waits for data that will not come: it gets a reset too.
+    if (const auto reset = tcp_reset_to_server(first.bytes)) {
+      std::vector<uint8_t> bytes = *reset;
+      if (std::string problem = reinjector_.release(first.ifindex, bytes, 0); !problem.empty()) error(problem);
+    }
+    // The first frame meets the deny in the data plane, which answers the client.
+    if (std::string problem = reinjector_.reclassify(first.ifindex, first.bytes, first.gso_size); !problem.empty()) {
+      error(problem);
+    } else {
+      sent_back = 1;
+    }
+  }
+  stats_.dropped += flow.frames.size() - sent_back;
+  log(flow, PC_VERDICT_DENY, reason, rule_id, identity);
+  forget(key, false);
+}
+
+void PuntHandler::forget(const pc_flow_key& key, bool allowed) {
+  const auto it = pending_.find(key);
+  if (it == pending_.end()) return;
+  stats_.held_bytes -= it->second.held_bytes;
+  ++stats_.decided;
+  decided_[key] = Decided{allowed, monotonic_ns() + kDecidedMemoryNs};
+  pending_.erase(it);
+  stats_.pending_flows = pending_.size();
+}
+
+void PuntHandler::install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason,
+                          uint32_t rule_id) {
+  pc_flow value{};
+  if (bpf_map_lookup_elem(flows_fd_, &key, &value) != 0) {
+    // Evicted meanwhile: the verdict stands for the flow's next packets all the same.
+    value = pc_flow{};
+    value.first_seen_ns = flow.event.timestamp_ns;
+    value.last_seen_ns = monotonic_ns();
+    uint8_t direction = 0;
+    pc_flow_key ignored{};
+    pc_flow_key_fill(&ignored, flow.event.family, flow.event.proto, &flow.event.src, flow.event.sport, &flow.event.dst,
+                     key.lo_port == flow.event.sport ? key.hi_port : key.lo_port, &direction);
+    value.initiator = direction;
+    value.scope = flow.event.scope;
+  }
+  value.verdict = verdict;
+  value.reason = reason;
+  value.rule_id = rule_id;
+  value.generation = generation_;
+  value.held_bytes = 0;
+  if (bpf_map_update_elem(flows_fd_, &key, &value, BPF_ANY) != 0) {
+    error(std::string("cannot install a verdict in the flow table: ") + std::strerror(errno));
+  }
+}
+
+void PuntHandler::release(HeldFrame& frame) {
+  if (std::string problem = reinjector_.release(frame.ifindex, frame.bytes, frame.gso_size); !problem.empty()) {
+    ++stats_.send_errors;
+    error(problem);
+    return;
+  }
+  ++stats_.released;
+}
+
+void PuntHandler::log(const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id,
+                      const FlowIdentity& identity) {
+  if (!logger_) return;
+  PuntDecision decision;
+  decision.event = flow.event;
+  decision.event.verdict = verdict;
+  decision.event.reason = reason;
+  decision.event.rule_id = rule_id;
+  decision.event.generation = generation_;
+  decision.identity = identity;
+  logger_(decision);
+}
+
+void PuntHandler::tick() {
+  const uint64_t now = monotonic_ns();
+  write_config(now);
+  std::vector<pc_flow_key> expired;
+  for (const auto& [key, flow] : pending_) {
+    if (flow.deadline_ns <= now) expired.push_back(key);
+  }
+  for (const pc_flow_key& key : expired) {
+    PendingFlow& flow = pending_.at(key);
+    FlowIdentity identity = flow.stream ? identify_tcp_stream(flow.stream->contiguous()) : FlowIdentity{};
+    ++stats_.timeouts;
+    deny(key, flow, PC_DROP_L7_TIMEOUT, identity);
+  }
+  std::erase_if(decided_, [now](const auto& entry) { return entry.second.forget_ns <= now; });
+}
+
+void PuntHandler::write_config(uint64_t now) {
+  const pc_punt_config config{.heartbeat_ns = now,
+                              .flow_hold_bytes = settings_.flow_hold_bytes,
+                              .rate_per_sec = settings_.rate_per_sec,
+                              .burst = settings_.burst,
+                              .pad = 0};
+  const uint32_t zero = 0;
+  if (bpf_map_update_elem(punt_config_fd_, &zero, &config, BPF_ANY) != 0) {
+    error(std::string("cannot write the punt heartbeat: ") + std::strerror(errno));
+  }
+}
+
+void PuntHandler::stop_heartbeat() {
+  const pc_punt_config config{};
+  const uint32_t zero = 0;
+  (void)bpf_map_update_elem(punt_config_fd_, &zero, &config, BPF_ANY);
+}
+
+void PuntHandler::error(std::string message) {
+  if (errors_.size() == kMaxErrors) errors_.erase(errors_.begin());
+  errors_.push_back(std::move(message));
+}
+
+}  // namespace portcullis::punt

@@ -1,0 +1,141 @@
+// The daemon's side of punt and hold (include/portcullis/punt.h): reads the frames pending flows punt,
+// reassembles each client's first bytes, decides the flow when it has shown enough, installs the verdict in
+// the flow table and gives the held frames back: released in order after an allow, or the first one sent
+// to meet the deny (so the client gets its reject) and the server reset.
+//
+// Bounds, all failing closed: l7_timeout_ms per flow (from its first packet), held bytes per flow and in
+// total. It also keeps the data plane's view of the daemon alive: tick() writes the heartbeat and the
+// bounds the BPF side enforces; without it pending flows are denied as no-daemon.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "parsers/tcp_stream_prefix.h"
+#include "policy/compiled_policy.h"
+#include "policy/policy.h"
+#include "portcullis/classify.h"
+#include "portcullis/flow.h"
+#include "portcullis/packet.h"
+#include "portcullis/policy_maps.h"
+#include "portcullis/punt.h"
+#include "punt/flow_identity.h"
+#include "punt/reinjector.h"
+
+struct ring_buffer;
+
+namespace portcullis::punt {
+
+struct PuntSettings {
+  uint32_t flow_hold_bytes = 64 * 1024;             // per pending flow (also enforced in BPF)
+  uint64_t total_hold_bytes = 64ULL * 1024 * 1024;  // over every pending flow
+  uint32_t rate_per_sec = 2000;                     // punts per second per source (BPF token bucket)
+  uint32_t burst = 4000;
+};
+
+struct PuntStats {
+  uint64_t frames = 0;         // punted frames read
+  uint64_t malformed = 0;      // punted frames that did not parse (dropped)
+  uint64_t released = 0;       // frames reinjected after an allow
+  uint64_t late_released = 0;  // of those, frames that arrived after their flow's allow
+  uint64_t dropped = 0;        // frames of denied flows
+  uint64_t send_errors = 0;    // reinjections the kernel refused
+  uint64_t decided = 0;        // flows decided here
+  uint64_t timeouts = 0;       // flows denied for showing nothing in time
+  uint64_t held_bytes = 0;     // now
+  uint64_t pending_flows = 0;  // now
+};
+
+// One decided flow, for the log: the event as the data plane would have sent it, and what the flow showed.
+struct PuntDecision {
+  pc_verdict_event event{};
+  FlowIdentity identity;
+};
+
+class PuntHandler {
+ public:
+  using Logger = std::function<void(const PuntDecision&)>;
+
+  // Throws std::runtime_error when the ring cannot be mapped.
+  PuntHandler(int punts_fd, int flows_fd, int punt_config_fd, policy::Mode mode, PuntSettings settings, Logger logger);
+  ~PuntHandler();
+  PuntHandler(const PuntHandler&) = delete;
+  PuntHandler& operator=(const PuntHandler&) = delete;
+
+  void set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation);
+
+  int fd() const;  // readable (epoll) when punted frames wait
+  void consume();  // every waiting frame
+  // A verdict event the data plane sent for a new pending flow: its l7 timeout starts at its first packet.
+  void on_pending_event(const pc_verdict_event& event);
+  // Heartbeat, bounds, timeouts. Call every 100 ms or so.
+  void tick();
+  // No heartbeat any more: pending flows are denied by the data plane at their next packet.
+  void stop_heartbeat();
+
+  const PuntStats& stats() const { return stats_; }
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  struct HeldFrame {
+    std::vector<uint8_t> bytes;
+    uint32_t ifindex = 0;
+    uint16_t gso_size = 0;
+  };
+  struct PendingFlow {
+    PendingFlowFacts facts;
+    pc_verdict_event event{};  // addresses as the initiator sent them
+    std::vector<HeldFrame> frames;
+    size_t held_bytes = 0;
+    std::optional<parsers::TcpStreamPrefix> stream;  // the client's first bytes (TCP)
+    uint32_t stream_start = 0;
+    uint64_t deadline_ns = 0;
+  };
+  struct Decided {
+    bool allow = false;
+    uint64_t forget_ns = 0;
+  };
+  struct KeyHash {
+    size_t operator()(const pc_flow_key& key) const noexcept;
+  };
+  struct KeyEqual {
+    bool operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept;
+  };
+
+  static int on_sample(void* context, void* data, size_t size);
+  void on_frame(const pc_punt_header& header, std::span<const uint8_t> frame);
+  PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
+  // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
+  bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
+  void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);
+  void deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,
+            uint32_t rule_id = PC_RULE_NONE);
+  void install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id);
+  void release(HeldFrame& frame);
+  void log(const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id, const FlowIdentity& identity);
+  void forget(const pc_flow_key& key, bool allowed);
+  void write_config(uint64_t now);
+  void error(std::string message);
+
+  ring_buffer* ring_ = nullptr;
+  int flows_fd_;
+  int punt_config_fd_;
+  policy::Mode mode_;
+  PuntSettings settings_;
+  Logger logger_;
+  Reinjector reinjector_;
+  std::shared_ptr<const policy::CompiledPolicy> policy_;
+  uint32_t generation_ = 0;
+  std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;
+  std::unordered_map<pc_flow_key, Decided, KeyHash, KeyEqual> decided_;
+  PuntStats stats_;
+  std::vector<std::string> errors_;  // the last few, for the log
+};
+
+}  // namespace portcullis::punt

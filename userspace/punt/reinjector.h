@@ -1,0 +1,43 @@
+// Sends held frames back into the data path (include/portcullis/punt.h) with AF_PACKET sockets, one pair
+// per interface, opened on first use:
+//   - release: after an allow. Gateway: sent on the inside interface with PC_REINJECT_MARK, which
+//     portcullis_reinject turns into that interface's ingress and portcullis_inside lets pass. Host: sent on
+//     the uplink with PACKET_QDISC_BYPASS, which skips TC egress, so the frame leaves as the stack sent it.
+//   - reclassify: after a deny, the first held frame meets the deny in portcullis_inside, which answers the
+//     client with its reject. Gateway: PC_RECLASSIFY_MARK; host: a plain send through TC egress.
+// Frames go with a virtio-net header (frame_offloads.h), so checksum and segmentation offloads complete as
+// they would have. Root (CAP_NET_RAW) only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "policy/compiled_policy.h"
+
+namespace portcullis::punt {
+
+class Reinjector {
+ public:
+  explicit Reinjector(policy::Mode mode) : mode_(mode) {}
+  ~Reinjector();
+  Reinjector(const Reinjector&) = delete;
+  Reinjector& operator=(const Reinjector&) = delete;
+
+  // Each returns an empty string on success, else what failed. `frame` is modified (its L4 checksum field
+  // gets the pseudo-header sum the offload completes).
+  std::string release(uint32_t ifindex, std::span<uint8_t> frame, uint16_t gso_size);
+  std::string reclassify(uint32_t ifindex, std::span<uint8_t> frame, uint16_t gso_size);
+
+ private:
+  enum class Purpose : uint8_t { release, reclassify };
+  std::string send(uint32_t ifindex, Purpose purpose, std::span<uint8_t> frame, uint16_t gso_size);
+  int socket_for(uint32_t ifindex, Purpose purpose, std::string& error);
+
+  policy::Mode mode_;
+  std::map<std::pair<uint32_t, Purpose>, int> sockets_;
+};
+
+}  // namespace portcullis::punt
