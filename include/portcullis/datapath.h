@@ -200,6 +200,17 @@ static __always_inline void pc_account(struct pc_flow *flow, __u8 direction, __u
 		flow->tcp_flags[d] |= tcp_flags;
 }
 
+/* A SYN (without ACK) on a TCP flow that has closed (a FIN or RST was seen either way) opens a new
+ * connection on the same addresses and ports: it is a new flow, decided afresh. Otherwise a client could
+ * close an allowed connection and reopen its tuple to show another name under the old verdict. */
+static __always_inline int pc_tcp_reopens(const struct pc_packet *pkt, const struct pc_flow *flow)
+{
+	const __u8 closing = PC_TCP_FIN | PC_TCP_RST;
+
+	return pkt->proto == 6 && (pkt->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN &&
+	       ((flow->tcp_flags[0] | flow->tcp_flags[1]) & closing);
+}
+
 /* Decides a flow's first packet from the rules of the top-level scope and of the source's group. */
 static __always_inline struct pc_decision pc_classify(const struct pc_packet *pkt, __u32 scope,
 						       const struct pc_policy_config *config)
@@ -368,6 +379,10 @@ static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_pack
 	if (pc_datapath_common(pkt, &out, key, &direction))
 		return out;
 	flow = pc_state_flow_lookup(key);
+	if (flow && pc_tcp_reopens(pkt, flow)) {
+		pc_state_flow_delete(key);
+		flow = 0;
+	}
 	if (flow && flow->verdict == PC_VERDICT_DENY) {
 		/* A flow refused under an older policy is decided again under the new one: a reload that
 		 * opens it takes effect for its next packet. (Revoking allowed flows is the daemon's job, and
@@ -401,6 +416,10 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 	if (pc_datapath_common(pkt, &out, &key, &direction))
 		return out;
 	flow = pc_state_flow_lookup(&key);
+	if (flow && pc_tcp_reopens(pkt, flow)) {
+		pc_state_flow_delete(&key);
+		flow = 0;
+	}
 	if (flow) {
 		pc_account(flow, direction, len, pkt->tcp_flags);
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);

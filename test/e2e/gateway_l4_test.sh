@@ -89,8 +89,9 @@ expect_match "ready: XDP native on the inside, TC ingress on both sides, nothing
   "\"adopted\":false.*\"iface\":\"in0\",\"hook\":\"xdp\",[^}]*\"xdp_mode\":\"native\".*\"iface\":\"in0\",\"hook\":\"$hook-ingress\".*\"iface\":\"out0\",\"hook\":\"$hook-ingress\""
 expect_ok "maps pinned in the pin directory" test -e "$PC_PIN_DIR/pc_flows"
 if [ "$hook" = tcx ]; then
-  expect_eq "TCX: the inside program alone on in0's hooks" "$(pc_tcx_programs gw in0 | cut -d' ' -f2,4)" \
-    "ingress portcullis_insi"
+  expect_eq "TCX: the inside program and the reinjection turn-round alone on in0's hooks" \
+    "$(pc_tcx_programs gw in0 | cut -d' ' -f2,4)" "ingress portcullis_insi
+egress portcullis_rein"
   expect_eq "TCX: the outside program alone on out0's hooks" "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" \
     "ingress portcullis_outs"
   expect_ok "TCX: the links are pinned" test -e "$PC_PIN_DIR/link_in0_tcx-ingress" -a -e "$PC_PIN_DIR/link_out0_tcx-ingress"
@@ -177,6 +178,7 @@ expect_eq "the daemon died of SIGKILL" "$PC_EXIT" 137
 if [ "$hook" = tcx ]; then
   expect_eq "its programs stay attached (TCX)" "$(pc_tcx_programs gw in0 out0 | cut -d' ' -f1,2,4)" \
     "in0 ingress portcullis_insi
+in0 egress portcullis_rein
 out0 ingress portcullis_outs"
   expect_ok "its TCX links stay pinned" test -e "$PC_PIN_DIR/link_in0_tcx-ingress" -a -e "$PC_PIN_DIR/link_out0_tcx-ingress"
   killed_ids=$(pc_tcx_programs gw in0 out0 | cut -d' ' -f3 | paste -sd' ')
@@ -192,12 +194,14 @@ pc_start gw gw-b --policy "$policy" "${run_args[@]}"
 ready=$(pc_log_line '"event":"ready"')
 expect_match "run again adopts the pinned maps" "$ready" '"generation":3,.*"adopted":true'
 expect_match "run again replaces every program in place" "$ready" \
-  "\"hook\":\"xdp\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-ingress\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-ingress\",[^}]*\"replaced\":true"
+  "\"hook\":\"xdp\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-ingress\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-egress\",[^}]*\"replaced\":true\},\{[^}]*\"hook\":\"$hook-ingress\",[^}]*\"replaced\":true"
 if [ "$hook" = tcx ]; then
   in0_id=$(grep -oE '"iface":"in0","hook":"tcx-ingress","prog_id":[0-9]+' <<<"$ready" | grep -oE '[0-9]+$')
+  in0_egress_id=$(grep -oE '"iface":"in0","hook":"tcx-egress","prog_id":[0-9]+' <<<"$ready" | grep -oE '[0-9]+$')
   out0_id=$(grep -oE '"iface":"out0","hook":"tcx-ingress","prog_id":[0-9]+' <<<"$ready" | grep -oE '[0-9]+$')
   expect_eq "TCX: the pinned links now run the new daemon's programs, and nothing else" \
     "$(pc_tcx_programs gw in0 out0 | cut -d' ' -f1,2,3)" "in0 ingress $in0_id
+in0 egress $in0_egress_id
 out0 ingress $out0_id"
   # shellcheck disable=SC2016  # expanded by the inner bash
   expect_ok "TCX: the killed daemon's programs are off the hooks" \

@@ -73,9 +73,9 @@ http_get() {  # http_get HOST ADDR
   in_ns client curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' --resolve "$1:80:$2" "http://$1/"
 }
 refused_fast() {  # refused_fast CMD...: fails, and within a second (a reset, not a timeout)
-  local t0 t1
+  local t0 t1 out
   t0=$(pc_now_ms)
-  if "$@" >/dev/null 2>&1; then echo "succeeded"; return 1; fi
+  if out=$("$@" 2>&1); then echo "succeeded: $out"; return 1; fi
   t1=$(pc_now_ms)
   [ $((t1 - t0)) -lt 1000 ] || { echo "refused only after $((t1 - t0)) ms"; return 1; }
 }

@@ -112,13 +112,24 @@ int PuntHandler::on_sample(void* context, void* data, size_t size) {
   return 0;
 }
 
+// Whether the data plane holds the flow as pending: after a verdict was installed, only a new flow on the
+// same addresses and ports (a reopened connection) is.
+bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
+  pc_flow value{};
+  if (bpf_map_lookup_elem(flows_fd_, &key, &value) != 0 || value.verdict != PC_VERDICT_PENDING) return false;
+  decided_.erase(key);
+  return true;
+}
+
 void PuntHandler::on_pending_event(const pc_verdict_event& event) {
   pc_flow_key key{};
   uint8_t direction = 0;
   pc_flow_key_fill(&key, event.family, event.proto, &event.src, event.sport, &event.dst,
                    (event.proto == kTcp || event.proto == kUdp) ? event.dport : 0, &direction);
+  // A new flow on the addresses and ports of one decided before (a reopened connection): decided afresh.
+  decided_.erase(key);
   if (event.proto != kTcp && event.proto != kUdp) return;  // ICMP flows have their type in dport: found by punt
-  if (pending_.contains(key) || decided_.contains(key)) return;
+  if (pending_.contains(key)) return;
   PendingFlow& flow = pending_[key];
   flow.event = event;
   flow.facts.src = address_of(event.src, event.family);
@@ -164,7 +175,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     return;
   }
   HeldFrame held{std::vector<uint8_t>(frame.begin(), frame.end()), header.ifindex, header.gso_size};
-  if (const auto decided = decided_.find(key); decided != decided_.end()) {
+  if (const auto decided = decided_.find(key); decided != decided_.end() && !pending_in_data_plane(key)) {
     // Punted before the data plane saw the verdict: goes the way of the flow.
     if (decided->second.allow) {
       ++stats_.late_released;

@@ -111,6 +111,7 @@ class PuntHandler {
   static int on_sample(void* context, void* data, size_t size);
   void on_frame(const pc_punt_header& header, std::span<const uint8_t> frame);
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
+  bool pending_in_data_plane(const pc_flow_key& key);
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
   bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
   void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);

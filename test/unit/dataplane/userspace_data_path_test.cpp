@@ -177,6 +177,22 @@ TEST_F(UserspaceDataPathTest, PendingFlowsPassTheirHandshakeAndPuntTheirFirstDat
   EXPECT_EQ(outside(tcp4("203.0.113.5", "10.88.1.2", 443, 40007, test::kTcpAck)), kPass);
 }
 
+TEST_F(UserspaceDataPathTest, ASynOnAClosedFlowIsANewConnectionDecidedAfresh) {
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40030, 8042)), kPass);
+  // The policy that allowed it goes; the allowed connection itself lives on, until it closes.
+  write_policy(R"(version: 1
+defaults: {action: deny, on_deny: reject}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)",
+               policy::Mode::gateway);
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40030, 8042, test::kTcpAck)), kPass);
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40030, 8042, test::kTcpFin | test::kTcpAck)), kPass);
+  // Reopening the same addresses and ports is a new flow under the policy in force.
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40030, 8042)), reject(PC_DROP_DENIED_BY_DEFAULT));
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40030, "198.18.0.10", 8042, 6))->verdict, PC_VERDICT_DENY);
+}
+
 TEST_F(UserspaceDataPathTest, PendingFlowsAreDeniedPastEveryHoldBound) {
   const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40010, 443, Bytes(300, 0x16));
   path_->set_now_ns(5'000'000'000);
