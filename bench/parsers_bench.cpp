@@ -1,5 +1,6 @@
-// Identification cost per flow: SNI from a real ClientHello (Chrome's post-quantum one, 1.7 KB) and
-// from a QUIC client Initial (RFC 9001 A.2), with and without the Initial key cache.
+// Identification cost per flow: SNI from a real ClientHello (Chrome's post-quantum one, 1.7 KB),
+// from a QUIC client Initial (RFC 9001 A.2), with and without the Initial key cache, and Host from
+// plain-HTTP request heads (curl's and Firefox's).
 #include <benchmark/benchmark.h>
 
 #include <fstream>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "parsers/http_request.h"
 #include "parsers/quic_initial.h"
 #include "parsers/tls_client_hello.h"
 
@@ -45,6 +47,18 @@ void BM_ClientHelloSni(benchmark::State& state, const char* seed) {
 }
 BENCHMARK_CAPTURE(BM_ClientHelloSni, chrome_post_quantum, "chrome-x25519-kyber");
 BENCHMARK_CAPTURE(BM_ClientHelloSni, ech_outer_name, "ech-outer-name");
+
+void BM_HttpRequestHost(benchmark::State& state, const char* seed) {
+  const std::vector<uint8_t> stream = read_file(std::string(PORTCULLIS_SOURCE_DIR "/fuzz/corpus/http_request/") + seed);
+  for (auto _ : state) {
+    HttpRequestResult result = parse_http_request(stream);
+    benchmark::DoNotOptimize(result);
+  }
+  report_name(state, parse_http_request(stream).host);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * stream.size()));
+}
+BENCHMARK_CAPTURE(BM_HttpRequestHost, curl, "curl-get");
+BENCHMARK_CAPTURE(BM_HttpRequestHost, firefox, "firefox-get");
 
 void BM_QuicInitialSni(benchmark::State& state, size_t cached_keys) {
   const std::vector<uint8_t> datagram = read_hex(PORTCULLIS_CORPUS_DIR "/rfc_v1_client_initial.hex");
