@@ -60,13 +60,10 @@ Reason check_line(std::string_view line, bool complete, SshBannerResult& out) {
   const std::string_view software_and_comments = rest.substr(proto_end + 1);
   const size_t software_end = software_and_comments.find(' ');
   const std::string_view software = software_and_comments.substr(0, software_end);
-  for (const char c : software) {
-    if (c == '-') {
-      return Reason::software_version;
-    }
-    if (!is_printable(c)) {
-      return Reason::not_printable;
-    }
+  // RFC 4253 forbids '-' here, but JSch (Jenkins, many Java tools) sends "SSH-2.0-JSCH-0.1.54" and OpenSSH's
+  // server accepts it: the firewall recognises SSH as the servers do, and the banner carries no name.
+  if (!std::ranges::all_of(software, is_printable)) {
+    return Reason::not_printable;
   }
   if (software_end == 0 || (complete && software.empty())) {
     return Reason::software_version;

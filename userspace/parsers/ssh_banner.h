@@ -25,7 +25,7 @@ enum class SshBannerReason : uint8_t {
   none,
   not_ssh,           // the stream does not start with "SSH-"
   proto_version,     // protoversion is neither "2.0" nor "1.99"
-  software_version,  // softwareversion is empty or has a '-'
+  software_version,  // softwareversion is empty
   not_printable,     // a byte outside printable US-ASCII (control characters, a CR not before LF, 8-bit)
   too_long,          // no line end within kMaxSshBannerLength bytes
 };

@@ -168,10 +168,11 @@ TEST(SshBanner, RejectsEmptySoftwareVersion) {
   expect_malformed("SSH-2.0\r\n", Reason::software_version);
 }
 
-TEST(SshBanner, RejectsMinusInSoftwareVersionEvenFromOldJsch) {
-  // RFC 4253 4.2 forbids it; JSch up to 0.1.55 sends exactly this and is refused with it.
-  expect_malformed("SSH-2.0-JSCH-0.1.54\r\n", Reason::software_version);
-  expect_malformed("SSH-2.0-a-", Reason::software_version);
+TEST(SshBanner, AcceptsMinusInSoftwareVersionAsOpenSshDoes) {
+  // RFC 4253 4.2 forbids it, but JSch up to 0.1.55 sends exactly this and OpenSSH's server accepts it.
+  const SshBannerResult result = parse("SSH-2.0-JSCH-0.1.54\r\n");
+  ASSERT_EQ(result.status, ParseStatus::found);
+  EXPECT_EQ(result.software_version, "JSCH-0.1.54");
 }
 
 TEST(SshBanner, RejectsBytesOutsidePrintableAscii) {
