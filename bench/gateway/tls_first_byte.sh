@@ -79,9 +79,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
   ticks_total=$((ticks_total + after - before))
   decided_total=$((decided_total + CONNECTIONS))
   stop_portcullis
+  grep '"event":"stopped"' "$work/pc.jsonl" >>"$work/stopped.jsonl" || true
   : >"$work/pc.jsonl"
 done
-allowed=$(grep -c '"verdict":"allow"' "$work/pc.jsonl" 2>/dev/null || true)
 
 stats() {  # stats CONFIG COLUMN: median p99
   awk -v c="$1" -v k="$2" '$1 == c { print $k }' "$results" | sort -n |
@@ -98,6 +98,12 @@ printf '%-12s %14d %14d %14d %14d\n' none "$none_hs_med" "$none_hs_p99" "$none_f
 printf '%-12s %14d %14d %14d %14d\n' portcullis "$pc_hs_med" "$pc_hs_p99" "$pc_fb_med" "$pc_fb_p99"
 printf '%-12s %14d %14d %14d %14d\n' added $((pc_hs_med - none_hs_med)) $((pc_hs_p99 - none_hs_p99)) \
   $((pc_fb_med - none_fb_med)) $((pc_fb_p99 - none_fb_p99))
+# The daemon's own clock: from the data plane punting the ClientHello to the verdict installed and the frame
+# released, summed over the rounds.
+grep -o '"punt_to_verdict":{[^}]*}' "$work/stopped.jsonl" | tr -d '{}"' | tr ',' '\n' | sed 's/^punt_to_verdict://' |
+  awk -F: '{ n[$1] += $2; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+    END { for (i = 1; i <= k; i++) if (order[i] != "sum_us") { total += n[order[i]]; line = line " " order[i] "=" n[order[i]] }
+          printf "punt to verdict (daemon clock): mean %d us over %d decisions;%s\n", total ? n["sum_us"] / total : 0, total, line }'
 if [ "$ticks_total" -gt 0 ]; then
   echo "daemon CPU: $((ticks_total * 1000000 / hz / decided_total)) us per decided connection" \
     "(~$((decided_total * hz / ticks_total)) connections per second on one core)"

@@ -135,6 +135,15 @@ Json punt_json(const punt::PuntStats& stats) {
   out["timeouts"] = stats.timeouts;
   out["pending_flows"] = stats.pending_flows;
   out["held_bytes"] = stats.held_bytes;
+  Json latency;
+  for (size_t i = 0; i < std::size(stats.latency_us); ++i) {
+    const std::string bound = i < std::size(punt::PuntStats::kLatencyBoundsUs)
+                                  ? "le_" + std::to_string(punt::PuntStats::kLatencyBoundsUs[i]) + "us"
+                                  : "more";
+    latency[bound] = stats.latency_us[i];
+  }
+  latency["sum_us"] = stats.latency_sum_us;
+  out["punt_to_verdict"] = std::move(latency);
   return out;
 }
 

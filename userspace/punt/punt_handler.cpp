@@ -174,7 +174,8 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     ++stats_.malformed;  // and dropped: its flow, if any, times out
     return;
   }
-  HeldFrame held{std::vector<uint8_t>(frame.begin(), frame.end()), header.ifindex, header.gso_size};
+  HeldFrame held{std::vector<uint8_t>(frame.begin(), frame.end()), header.ifindex, header.gso_size,
+                 header.timestamp_ns};
   if (const auto decided = decided_.find(key); decided != decided_.end() && !pending_in_data_plane(key)) {
     // Punted before the data plane saw the verdict: goes the way of the flow.
     if (decided->second.allow) {
@@ -288,9 +289,21 @@ void PuntHandler::deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reaso
   forget(key, false);
 }
 
+void PuntHandler::record_latency(const PendingFlow& flow) {
+  if (flow.frames.empty()) return;
+  const uint64_t now = monotonic_ns();
+  const uint64_t punted = flow.frames.front().punted_ns;
+  const uint64_t us = now > punted ? (now - punted) / 1000 : 0;
+  size_t bucket = 0;
+  while (bucket < std::size(PuntStats::kLatencyBoundsUs) && us > PuntStats::kLatencyBoundsUs[bucket]) ++bucket;
+  ++stats_.latency_us[bucket];
+  stats_.latency_sum_us += us;
+}
+
 void PuntHandler::forget(const pc_flow_key& key, bool allowed) {
   const auto it = pending_.find(key);
   if (it == pending_.end()) return;
+  record_latency(it->second);
   stats_.held_bytes -= it->second.held_bytes;
   ++stats_.decided;
   decided_[key] = Decided{allowed, monotonic_ns() + kDecidedMemoryNs};
