@@ -40,7 +40,7 @@ __noinline int pc_tc_refuse(struct __sk_buff *skb, const struct pc_packet *pkt, 
 	if (!skb || !pkt)
 		return TC_ACT_SHOT;
 	if (action == PC_REJECT) {
-		if (pc_reject(skb, pkt, egress) == 0) {
+		if (pc_reject(skb, pkt, ifindex, egress) == 0) {
 			pc_state_count(PC_COUNTER_REJECT_SENT);
 			/* Back where it came from: to the client's interface (gateway), or up the local stack
 			 * (host, where the packet was leaving). Up the stack it meets portcullis_outside, which
@@ -62,9 +62,7 @@ static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_
 	return pc_tc_refuse(skb, pkt, out.action, ifindex, egress);
 }
 
-/* Copies the frame into the punt ring and holds it: returns PC_DROP_NONE, or why it could not. The caller
- * steals a held frame rather than shooting it: on host egress a shot packet counts as never sent, and the
- * local TCP stack would retransmit it. */
+/* Copies the frame into the punt ring and holds it: returns PC_DROP_NONE, or why it could not. */
 __noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u32 egress, __u32 gso)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -91,6 +89,16 @@ __noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u
 		return PC_DROP_PUNT_QUEUE_FULL;
 	pc_state_count(PC_COUNTER_PUNTED);
 	return PC_DROP_NONE;
+}
+
+/* Takes a held frame out of the path while telling the sender it went. Shooting it would not do: on host
+ * egress the local TCP stack takes a shot segment for never sent and retransmits it 200 ms later. TC_ACT_STOLEN
+ * says the right thing on clsact, but TCX knows only pass, drop, redirect and next, and runs anything else as
+ * next: the frame would go on. A redirect to no device (ifindex 0) is consumed by the kernel as stolen on both,
+ * and reported as sent. */
+static __always_inline int pc_tc_steal(void)
+{
+	return bpf_redirect(0, 0);
 }
 
 SEC("tc")
@@ -123,7 +131,7 @@ int portcullis_inside(struct __sk_buff *skb)
 	if (out.action == PC_PUNT) {
 		reason = pc_tc_punt(skb, len, ifindex, egress, gso);
 		if (reason == PC_DROP_NONE)
-			return TC_ACT_STOLEN;
+			return pc_tc_steal();
 		out = pc_punt_failed(&pkt, &key, reason);
 	}
 	return pc_tc_verdict(skb, &pkt, out, ifindex, egress);

@@ -19,7 +19,9 @@
 enum pc_verdict {
 	PC_VERDICT_ALLOW = 0,
 	PC_VERDICT_DENY = 1,
-	PC_VERDICT_PENDING = 2, /* the flow must show its protocol or name first */
+	PC_VERDICT_PENDING = 2,	 /* the flow must show its protocol or name first */
+	PC_VERDICT_DRAINING = 3, /* allowed; the daemon is still releasing its held frames, and later ones
+				  * queue behind them so none overtakes (set by the daemon only) */
 };
 
 /* What the classifier needs to know of a flow's first packet. */

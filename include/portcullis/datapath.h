@@ -132,7 +132,7 @@ PC_SUBPROG __u64 pc_follow_first_fragment_packed(const struct pc_packet *pkt)
 	frag = pc_state_frag_lookup(&key);
 	if (!frag)
 		return pc_outcome_pack(pc_drop(PC_DROP_FRAGMENT_NO_FIRST));
-	if (frag->verdict == PC_VERDICT_PENDING) {
+	if (frag->verdict == PC_VERDICT_PENDING || frag->verdict == PC_VERDICT_DRAINING) {
 		/* Held with the first fragment, and released or refused with it. */
 		struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 
@@ -176,7 +176,7 @@ PC_SUBPROG __u64 pc_follow_quoted_flow_packed(const struct pc_packet *pkt)
 	if (!pkt || pc_flow_key_from_quoted(pkt, &key, &direction) < 0)
 		return pc_outcome_pack(pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW));
 	flow = pc_state_flow_lookup(&key);
-	if (!flow || flow->verdict != PC_VERDICT_ALLOW)
+	if (!flow || (flow->verdict != PC_VERDICT_ALLOW && flow->verdict != PC_VERDICT_DRAINING))
 		return pc_outcome_pack(pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW));
 	return pc_outcome_pack(pc_pass());
 }
@@ -402,6 +402,13 @@ static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_pack
 		return pc_pass();
 	if (flow->verdict == PC_VERDICT_PENDING && direction == flow->initiator)
 		return pc_hold_pending(pkt, flow, len);
+	if (flow->verdict == PC_VERDICT_DRAINING) {
+		/* Allowed, but behind held frames: queued after them, without the pending flow's bounds. A
+		 * frame that cannot be queued is dropped, not the flow, and the sender sends it again. */
+		struct pc_outcome queued = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
+
+		return queued;
+	}
 	return pc_refuse(flow->verdict, flow->reason);
 }
 
@@ -425,7 +432,7 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
 		/* A pending flow's server answers the handshake, and may speak first (SSH, SMTP): its
 		 * packets pass while the client's first bytes are read. */
-		if (flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_PENDING)
+		if (flow->verdict != PC_VERDICT_DENY)
 			return pc_pass();
 		return pc_drop(flow->reason);
 	}

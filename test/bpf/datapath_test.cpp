@@ -234,7 +234,7 @@ TEST_F(KernelDataPath, PendingFlowWithoutADaemonIsRejectedAtItsFirstData) {
   EXPECT_EQ(flow.reason, static_cast<uint32_t>(PC_DROP_NO_DAEMON));
 }
 
-TEST_F(KernelDataPath, PendingFlowsFirstDataIsPuntedWholeAndStolen) {
+TEST_F(KernelDataPath, PendingFlowsFirstDataIsPuntedWholeAndTakenOutOfThePath) {
   timespec now{};
   clock_gettime(CLOCK_MONOTONIC, &now);
   const pc_punt_config config{.heartbeat_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec,
@@ -246,8 +246,9 @@ TEST_F(KernelDataPath, PendingFlowsFirstDataIsPuntedWholeAndStolen) {
   Bytes payload(1400);
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7);
   const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40020, 443, payload);
+  // Stolen: redirected to no device, which the kernel consumes (TCX would run TC_ACT_STOLEN as "next").
   EXPECT_EQ(run_with_mark(objects_->inside_program(), hello, 0, /*ingress=*/true).retval,
-            static_cast<uint32_t>(TC_ACT_STOLEN));
+            static_cast<uint32_t>(kTcActRedirect));
   EXPECT_EQ(counter(PC_COUNTER_PUNTED), 1u);
 
   std::vector<Bytes> records;

@@ -96,8 +96,10 @@ expect_ok "TLS 1.2 (openssl s_client)" bash -c "echo | ip netns exec '$NS_CLIENT
   -connect $INET_ALLOWED_V4:443 -servername allowed.test -tls1_2 -brief 2>&1 | grep -q 'Protocol version: TLSv1.2'"
 expect_ok "TLS 1.3 (openssl s_client)" bash -c "echo | ip netns exec '$NS_CLIENT' timeout 5 openssl s_client \
   -connect $INET_ALLOWED_V4:443 -servername allowed.test -tls1_3 -brief 2>&1 | grep -q 'Protocol version: TLSv1.3'"
-expect_ok "a ClientHello in 1-byte records, 7-byte segments" \
-  split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --record-size 1 --segment-size 7 --delay-ms 1
+# Held segments are not acknowledged, so a ClientHello must fit the client's initial congestion window (10
+# segments on Linux): 313 one-byte records (1878 bytes) in 8 segments do.
+expect_ok "a ClientHello in 1-byte records, 256-byte segments" \
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --record-size 1 --segment-size 256 --delay-ms 1
 expect_ok "a ClientHello in 100-byte records, one per segment" \
   split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --record-size 100 --segment-size 105
 expect_ok "the ClientHello in the SYN (TCP Fast Open)" \
@@ -108,6 +110,13 @@ expect_eq "http to allowed.test (Host)" "$(http_get allowed.test "$INET_ALLOWED_
 expect_match "an SSH banner to the ssh rule" \
   "$(printf 'SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22")" \
   "^SSH-2.0-OpenSSH_9.2p1"
+# The banner and 1 MiB behind it in one write: the first data the client sends is a GSO super-packet, held
+# with whatever follows it while the banner is read, then released in order; the echo must come back whole.
+upload=$TOPO_LOG_DIR/upload.bin
+{ printf 'SSH-2.0-OpenSSH_9.2p1\r\n'; head -c 1048576 /dev/urandom; } >"$upload"
+expect_eq "1 MiB right behind an SSH banner comes back whole (GSO, held frames in order)" \
+  "$(in_ns client timeout 10 socat -t 2 -b 262144 - "TCP:$INET_ALLOWED_V4:22" <"$upload" | sha256sum | cut -d' ' -f1)" \
+  "$(sha256sum <"$upload" | cut -d' ' -f1)"
 expect_ok "no SNI to an address rule" split --connect "$INET_EVIL_V4" --port 9443 --no-sni
 expect_ok "no SNI to an address rule, IPv6" split --connect "$INET_EVIL_V6" --port 9443 --no-sni
 expect_eq "no allowed connection needed a retransmission" "$(($(retransmissions) - retrans_before))" 0
@@ -116,7 +125,7 @@ echo "== denied names are reset at once"
 expect_ok "https to evil.test (denied by rule)" refused_fast https_get evil.test "$INET_ALLOWED_V4"
 expect_ok "https to a name no rule allows" refused_fast https_get other.test "$INET_ALLOWED_V4"
 expect_ok "evil.test in 1-byte records" refused_fast \
-  split --connect "$INET_ALLOWED_V4" --port 443 --sni evil.test --record-size 1 --segment-size 7 --delay-ms 1
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni evil.test --record-size 1 --segment-size 256 --delay-ms 1
 expect_ok "http with Host evil.test" refused_fast http_get evil.test "$INET_ALLOWED_V4"
 expect_ok "allowed.test on a port its rules do not name" refused_fast https_get allowed.test "$INET_ALLOWED_V4" 9443
 expect_ok "HTTP bytes on a tls rule" refused_fast \
@@ -126,6 +135,12 @@ expect_ok "bytes that are no SSH banner on the ssh rule" refused_fast \
 expect_ok "no SNI to a name rule" refused_fast split --connect "$INET_ALLOWED_V4" --port 443 --no-sni
 
 echo "== a client that shows nothing in time is denied"
+# A ClientHello in 7-byte segments needs more than the initial window: the client stalls, nothing is read.
+t0=$(pc_now_ms)
+expect_ok "a ClientHello cut finer than the initial window is denied" \
+  split --connect "$INET_ALLOWED_V4" --port 443 --sni allowed.test --record-size 1 --segment-size 7 --expect-close
+t1=$(pc_now_ms)
+expect_ok "... at l7_timeout_ms" test $((t1 - t0)) -ge 900 -a $((t1 - t0)) -lt 3000
 t0=$(pc_now_ms)
 out=$(split --connect "$INET_ALLOWED_V4" --port 443 --send-raw 16 --timeout-ms 4000 || true)
 t1=$(pc_now_ms)
@@ -145,6 +160,13 @@ expect_log "HTTP bytes on a tls rule" '"dport":9443' '"l7":"http"' '"verdict":"d
 expect_log "no banner" '"dport":22' '"l7":"none"' '"verdict":"deny"' '"reason":"l7-mismatch"'
 expect_log "timeout" '"verdict":"deny"' '"reason":"l7-timeout"'
 
+echo "== no daemon: pending flows are denied (fail closed)"
+pc_stop KILL
+sleep 2.5  # the data plane takes a daemon for gone after 2 s without a heartbeat
+expect_ok "https to allowed.test is reset at once" refused_fast https_get allowed.test "$INET_ALLOWED_V4"
+pc_start "$fw_ns" names-again --policy "$src_dir/test/e2e/policies/names.yaml" "${run_args[@]}"
+expect_log "the refusal is logged (by the next daemon) as no-daemon" '"verdict":"deny"' '"reason":"no-daemon"'
+expect_eq "run again adopts the data plane, and names pass again" "$(https_get allowed.test "$INET_ALLOWED_V4")" 200
 pc_stop
-expect_match "the daemon reinjected every held frame it allowed" "$(tail -n 1 "$PC_LOG")" '"send_errors":0'
+expect_log "the restarted daemon stopped cleanly" '"event":"stopped"' '"send_errors":0'
 report

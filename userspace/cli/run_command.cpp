@@ -425,6 +425,7 @@ class RunCommand {
       line["counters"] = nullptr;
     }
     line["punts"] = punt_json(punt_->stats());
+    if (!punt_->errors().empty()) line["punt_errors"] = string_array(punt_->errors());
     std::string problems = attacher_->detach_all();
     events_.reset();
     punt_.reset();

@@ -36,6 +36,8 @@ nlohmann::ordered_json counters_json(const std::vector<uint64_t>& counters) {
   out["rejects_sent"] = at(PC_COUNTER_REJECT_SENT);
   out["rejects_unsupported"] = at(PC_COUNTER_REJECT_UNSUPPORTED);
   out["events_lost"] = at(PC_COUNTER_EVENT_LOST);
+  out["punted"] = at(PC_COUNTER_PUNTED);
+  out["reinjected"] = at(PC_COUNTER_REINJECTED);
   nlohmann::ordered_json drops = nlohmann::ordered_json::object();
   for (uint32_t reason = PC_DROP_NONE + 1; reason < PC_DROP_MAX; ++reason) {
     if (at(reason) == 0) continue;

@@ -96,6 +96,25 @@ int PuntHandler::fd() const {
 
 void PuntHandler::consume() {
   ring_buffer__consume(ring_);
+  finish_draining();
+}
+
+// The ring was empty a moment ago: every frame the draining flows punted before it has been released, so
+// their later packets may go straight through. What they punt in between is released when it is read.
+void PuntHandler::finish_draining() {
+  for (const auto& [key, done] : draining_) {
+    pc_flow value{};
+    if (bpf_map_lookup_elem(flows_fd_, &key, &value) != 0 || value.verdict != PC_VERDICT_DRAINING) continue;
+    value.verdict = PC_VERDICT_ALLOW;
+    value.rule_id = done.rule_id;
+    value.reason = PC_DROP_NONE;
+    value.generation = done.generation;
+    value.held_bytes = 0;
+    if (bpf_map_update_elem(flows_fd_, &key, &value, BPF_EXIST) != 0) {
+      error(std::string("cannot install a verdict in the flow table: ") + std::strerror(errno));
+    }
+  }
+  draining_.clear();
 }
 
 int PuntHandler::on_sample(void* context, void* data, size_t size) {
@@ -257,10 +276,12 @@ void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowId
   const uint32_t scope = verdict.group ? static_cast<uint32_t>(*verdict.group + 1) : PC_SCOPE_TOP_LEVEL;
   flow.event.scope = scope;
   if (!verdict.allow) return deny(key, flow, verdict.reason, identity, rule_id);
-  // Held frames go first, in order; the verdict after them, so nothing the client sends later overtakes
-  // them. Frames punted in between are released as they arrive (decided_).
+  // Held frames go first, in order. Until the ring is drained the data plane queues the flow's later
+  // frames behind them (draining), without the pending bounds: releasing the first frames lets the server
+  // acknowledge them and the client send more, all before the verdict could be read. Then it is allowed.
+  install(key, flow, PC_VERDICT_DRAINING, PC_DROP_NONE, rule_id);
   for (HeldFrame& held : flow.frames) release(held);
-  install(key, flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id);
+  draining_[key] = Draining{rule_id, generation_};
   log(flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id, identity);
   forget(key, true);
 }
@@ -367,6 +388,13 @@ void PuntHandler::tick() {
   }
   for (const pc_flow_key& key : expired) {
     PendingFlow& flow = pending_.at(key);
+    pc_flow value{};
+    if (flow.frames.empty() && bpf_map_lookup_elem(flows_fd_, &key, &value) == 0 &&
+        value.verdict != PC_VERDICT_PENDING) {
+      // Decided meanwhile by the data plane (denied at a bound, with no daemon, or reopened): nothing to add.
+      forget(key, value.verdict != PC_VERDICT_DENY);
+      continue;
+    }
     FlowIdentity identity = flow.stream ? identify_tcp_stream(flow.stream->contiguous()) : FlowIdentity{};
     ++stats_.timeouts;
     deny(key, flow, PC_DROP_L7_TIMEOUT, identity);

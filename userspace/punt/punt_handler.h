@@ -108,6 +108,10 @@ class PuntHandler {
     bool allow = false;
     uint64_t forget_ns = 0;
   };
+  struct Draining {
+    uint32_t rule_id = 0;
+    uint32_t generation = 0;
+  };
   struct KeyHash {
     size_t operator()(const pc_flow_key& key) const noexcept;
   };
@@ -119,6 +123,7 @@ class PuntHandler {
   void on_frame(const pc_punt_header& header, std::span<const uint8_t> frame);
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
   bool pending_in_data_plane(const pc_flow_key& key);
+  void finish_draining();
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
   bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
   void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);
@@ -143,6 +148,7 @@ class PuntHandler {
   uint32_t generation_ = 0;
   std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;
   std::unordered_map<pc_flow_key, Decided, KeyHash, KeyEqual> decided_;
+  std::unordered_map<pc_flow_key, Draining, KeyHash, KeyEqual> draining_;  // allowed, frames still coming
   PuntStats stats_;
   std::vector<std::string> errors_;  // the last few, for the log
 };

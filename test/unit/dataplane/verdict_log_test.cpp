@@ -155,10 +155,11 @@ TEST(CountersJson, NamesTheSlotsAndOnlyTheDropsThatHappened) {
   counters[PC_COUNTER_PASS] = 10;
   counters[PC_COUNTER_REJECT_SENT] = 2;
   counters[PC_DROP_DENIED_BY_RULE] = 3;
+  counters[PC_COUNTER_PUNTED] = 4;
   counters[25] = 1;  // a slot this build has no name for
   EXPECT_EQ(counters_json(counters).dump(),
-            R"({"passed":10,"new_flows":0,"rejects_sent":2,"rejects_unsupported":0,"events_lost":0,)"
-            R"("drops":{"reason-25":1,"denied-by-rule":3}})");
+            R"({"passed":10,"new_flows":0,"rejects_sent":2,"rejects_unsupported":0,"events_lost":0,"punted":4,)"
+            R"("reinjected":0,"drops":{"reason-25":1,"denied-by-rule":3}})");
 }
 
 TEST(PlanAttachments, GatewayWithoutXdpPutsOnlyTcOnTheInside) {
