@@ -59,9 +59,10 @@ enum pc_drop_reason {
 	PC_DROP_NO_DNS_BINDING = 48,		/* matched by name, but DNS never bound the address to it */
 	PC_DROP_HOLD_MEMORY = 49,		/* the daemon's held memory is full */
 	PC_DROP_ECH_REFUSED = 50,		/* an ECH ClientHello under `ech: deny` */
-	/* 51..: free */
+	PC_DROP_QUIC_UNKNOWN_VERSION = 51,	/* QUIC whose Initials cannot be read, under `quic_unknown_version: deny` */
+	/* 52..: free */
 
-	PC_DROP_MAX = 51,
+	PC_DROP_MAX = 52,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -113,6 +114,7 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_NO_DNS_BINDING: return "no-dns-binding";
 	case PC_DROP_HOLD_MEMORY: return "hold-memory";
 	case PC_DROP_ECH_REFUSED: return "ech-refused";
+	case PC_DROP_QUIC_UNKNOWN_VERSION: return "quic-unknown-version";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

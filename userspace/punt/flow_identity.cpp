@@ -85,6 +85,42 @@ FlowIdentity identify_tcp_stream(std::span<const uint8_t> stream) {
   return from_http(stream);
 }
 
+bool starts_quic_long_header(std::span<const uint8_t> datagram) {
+  // Long header form and the fixed bit, then a version and a connection ID length at least.
+  return datagram.size() >= 7 && (datagram[0] & 0xc0) == 0xc0;
+}
+
+FlowIdentity identify_quic(const parsers::QuicClientHelloResult& result) {
+  FlowIdentity identity;
+  identity.l7 = policy::L7Proto::quic;
+  identity.detail = std::string(parsers::to_string(result.reason));
+  switch (result.version_kind) {
+    case parsers::QuicVersionKind::reserved:
+    case parsers::QuicVersionKind::unknown:
+      identity.state = State::identified;
+      identity.quic_unknown_version = true;
+      identity.detail = "version " + std::to_string(result.version);
+      return identity;
+    case parsers::QuicVersionKind::negotiation:
+      identity.state = State::malformed;  // a client never sends Version Negotiation
+      return identity;
+    default:
+      break;
+  }
+  if (result.status == ParseStatus::need_more) return identity;
+  if (result.status == ParseStatus::malformed) {
+    identity.state = State::malformed;
+    if (result.reason == parsers::QuicReason::client_hello_invalid) {
+      identity.detail = std::string(parsers::to_string(result.client_hello.reason));
+    }
+    return identity;
+  }
+  identity.state = State::identified;
+  identity.ech = result.client_hello.has_ech;
+  if (result.client_hello.sni && !result.client_hello.sni_is_ip_literal) identity.name = result.client_hello.sni;
+  return identity;
+}
+
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
                                    const PendingFlowFacts& flow, const FlowIdentity& identity) {
   PendingVerdict verdict;
@@ -96,6 +132,12 @@ PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy:
   if (identity.ech && policy.policy().defaults.ech == policy::EchMode::deny) {
     verdict.reason = PC_DROP_ECH_REFUSED;
     verdict.group = policy.group_of(flow.src);
+    return verdict;
+  }
+  if (identity.quic_unknown_version) {
+    verdict.group = policy.group_of(flow.src);
+    verdict.allow = policy.policy().defaults.quic_unknown_version == policy::Action::allow;
+    if (!verdict.allow) verdict.reason = PC_DROP_QUIC_UNKNOWN_VERSION;
     return verdict;
   }
   policy::FlowQuery query;

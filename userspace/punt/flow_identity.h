@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "parsers/quic_initial.h"
 #include "policy/compiled_policy.h"
 #include "portcullis/drop_reasons.h"
 
@@ -27,11 +28,19 @@ struct FlowIdentity {
   policy::L7Proto l7 = policy::L7Proto::none;
   std::optional<std::string> name;  // normalized SNI or Host; never an IP literal
   bool ech = false;                 // the ClientHello carries encrypted_client_hello: name is the outer one
-  std::string detail;               // the parser's reason, for logs
+  // QUIC of a version whose Initials cannot be read: defaults.quic_unknown_version decides.
+  bool quic_unknown_version = false;
+  std::string detail;  // the parser's reason, for logs
 };
 
 // Reads the start of a TCP client's stream.
 FlowIdentity identify_tcp_stream(std::span<const uint8_t> stream);
+
+// Whether a UDP client's first datagram starts a QUIC long header (RFC 9000 17.2: form and fixed bits).
+bool starts_quic_long_header(std::span<const uint8_t> datagram);
+
+// What a QUIC client's datagrams so far show (QuicClientHelloReader's result).
+FlowIdentity identify_quic(const parsers::QuicClientHelloResult& result);
 
 // The first packet of a pending flow, from its initiator.
 struct PendingFlowFacts {
@@ -51,7 +60,8 @@ struct PendingVerdict {
 
 // The verdict for a flow that showed `identity` (identified or unknown; need_more is the caller's to wait
 // out). Name rules hold only with a DNS binding when sni_ip_binding is dns, and no binding is known yet: such
-// a match is denied as no-dns-binding, fail closed.
+// a match is denied as no-dns-binding, fail closed. QUIC of an unreadable version is allowed or denied as
+// defaults.quic_unknown_version says, with no rule: its name cannot be known.
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
                                    const PendingFlowFacts& flow, const FlowIdentity& identity);
 

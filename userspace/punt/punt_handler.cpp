@@ -213,9 +213,23 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   if (stats_.held_bytes > settings_.total_hold_bytes) return deny(key, flow, PC_DROP_HOLD_MEMORY, {});
   if (flow.held_bytes > settings_.flow_hold_bytes) return deny(key, flow, PC_DROP_HOLD_LIMIT, {});
 
+  if (pkt.proto == kUdp && !pkt.is_fragment) {
+    const size_t end = std::min<size_t>(frame.size(), pkt.payload_off + pkt.payload_len);
+    const std::span<const uint8_t> datagram =
+        pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+    if (!flow.quic && flow.frames.size() == 1 && starts_quic_long_header(datagram)) {
+      flow.quic = std::make_unique<parsers::QuicClientHelloReader>(quic_decryptor_);
+    }
+    if (flow.quic) {
+      // Held until the ClientHello is complete: Chrome's post-quantum one spans two Initials.
+      const FlowIdentity identity = identify_quic(flow.quic->add_datagram(datagram));
+      if (identity.state != FlowIdentity::State::need_more) decide(key, flow, identity);
+      return;
+    }
+  }
   if (pkt.proto != kTcp) {
-    // A datagram or ICMP message: nothing more will come before the verdict. Names for them come from DNS
-    // bindings, and QUIC from its Initial.
+    // A datagram that is no QUIC Initial, or an ICMP message: nothing more will come before the verdict.
+    // Names for them come from DNS bindings.
     FlowIdentity identity;
     identity.state = FlowIdentity::State::unknown;
     return decide(key, flow, identity);

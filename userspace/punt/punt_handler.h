@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "parsers/quic_initial.h"
 #include "parsers/tcp_stream_prefix.h"
 #include "policy/compiled_policy.h"
 #include "policy/policy.h"
@@ -100,7 +101,8 @@ class PuntHandler {
     pc_verdict_event event{};  // addresses as the initiator sent them
     std::vector<HeldFrame> frames;
     size_t held_bytes = 0;
-    std::optional<parsers::TcpStreamPrefix> stream;  // the client's first bytes (TCP)
+    std::optional<parsers::TcpStreamPrefix> stream;        // the client's first bytes (TCP)
+    std::unique_ptr<parsers::QuicClientHelloReader> quic;  // the client's Initials (QUIC over UDP)
     uint32_t stream_start = 0;
     uint64_t deadline_ns = 0;
   };
@@ -144,6 +146,7 @@ class PuntHandler {
   PuntSettings settings_;
   Logger logger_;
   Reinjector reinjector_;
+  parsers::QuicInitialDecryptor quic_decryptor_;  // shared by every QUIC flow: keeps recent keys
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   uint32_t generation_ = 0;
   std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;

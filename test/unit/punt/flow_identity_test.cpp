@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "parsers/quic_initial.h"
 #include "parsers/tcp_stream_prefix.h"
 #include "policy/policy_loader.h"
 #include "support/sni_corpus.h"
@@ -97,6 +98,48 @@ TEST(IdentifyTcpStream, EveryTcpClientHelloOfTheCorpusGivesItsSni) {
   }
   EXPECT_GT(checked, 100u);
   EXPECT_EQ(unknown, 13u) << "the STARTTLS and SSLv2 flows listed in tls_client_hello_test.cpp";
+}
+
+// Every QUIC ClientHello of the corpus, from the client's datagrams as the daemon holds them, gives its SNI as
+// a QUIC flow.
+TEST(IdentifyQuic, EveryUdpClientHelloOfTheCorpusGivesItsSni) {
+  parsers::QuicInitialDecryptor decryptor;
+  size_t checked = 0;
+  for (const test::SniRow& row : test::read_sni_rows()) {
+    if (row.l4 != "UDP") continue;
+    const test::CapturedFlow* flow =
+        test::find_flow(test::corpus_capture_flows(row.capture), test::Transport::udp, row.client, row.server);
+    ASSERT_NE(flow, nullptr) << row.capture << " " << row.client;
+    ASSERT_FALSE(flow->client_datagrams.empty());
+    ASSERT_TRUE(starts_quic_long_header(flow->client_datagrams.front())) << row.capture;
+    parsers::QuicClientHelloReader reader(decryptor);
+    FlowIdentity identity;
+    for (const std::vector<uint8_t>& datagram : flow->client_datagrams) {
+      identity = identify_quic(reader.add_datagram(datagram));
+      if (identity.state != State::need_more) break;
+    }
+    ++checked;
+    EXPECT_EQ(identity.state, State::identified) << row.capture << " " << row.client << " " << identity.detail;
+    EXPECT_EQ(identity.l7, policy::L7Proto::quic);
+    // "host:port" in SNI (some test clients send it) is no DNS name either.
+    const bool no_name = row.expected_sni == "-" || policy::IpAddress::parse(row.expected_sni).has_value() ||
+                         row.expected_sni.find(':') != std::string::npos;
+    EXPECT_EQ(identity.name, no_name ? std::nullopt : std::optional<std::string>(row.expected_sni)) << row.capture;
+  }
+  EXPECT_GE(checked, 46u);
+}
+
+TEST(IdentifyQuic, UnknownVersionsAreLeftToThePolicyAndDnsIsNotQuic) {
+  parsers::QuicInitialDecryptor decryptor;
+  parsers::QuicClientHelloReader reader(decryptor);
+  // A long header of version 0x1a2a3a4a (reserved for greasing), DCID of 8 bytes, padded.
+  std::vector<uint8_t> grease = {0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0};
+  grease.resize(1200, 0);
+  const FlowIdentity identity = identify_quic(reader.add_datagram(grease));
+  EXPECT_EQ(identity.state, State::identified);
+  EXPECT_TRUE(identity.quic_unknown_version);
+  // A DNS query's first byte is its ID: no long header unless by chance, and never then a valid one.
+  EXPECT_FALSE(starts_quic_long_header(std::vector<uint8_t>{0x12, 0x34, 0x01, 0x00, 0x00, 0x01}));
 }
 
 std::shared_ptr<const policy::CompiledPolicy> compile(const std::string& yaml) {
@@ -191,6 +234,35 @@ TEST(DecidePendingFlow, TheProtocolMustBeTheOneTheRuleNames) {
   EXPECT_TRUE(
       decide_pending_flow(*policy, policy::Mode::gateway, tcp_to("198.18.0.30", 22), shown(policy::L7Proto::ssh, {}))
           .allow);
+}
+
+TEST(DecidePendingFlow, QuicOfAnUnknownVersionFollowsTheDefault) {
+  FlowIdentity unknown;
+  unknown.state = State::identified;
+  unknown.l7 = policy::L7Proto::quic;
+  unknown.quic_unknown_version = true;
+  PendingFlowFacts facts = tcp_to("198.18.0.10", 443);
+  facts.proto = policy::L4Proto::udp;
+  std::string yaml = policy_with("off");
+  const PendingVerdict denied = decide_pending_flow(*compile(yaml), policy::Mode::gateway, facts, unknown);
+  EXPECT_FALSE(denied.allow);
+  EXPECT_EQ(denied.reason, PC_DROP_QUIC_UNKNOWN_VERSION);
+  yaml.replace(yaml.find("ech: deny"), 9, "ech: deny, quic_unknown_version: allow");
+  EXPECT_TRUE(decide_pending_flow(*compile(yaml), policy::Mode::gateway, facts, unknown).allow);
+}
+
+TEST(DecidePendingFlow, HttpsAllowsQuicAndAUdpRuleDoesNotReadNames) {
+  const auto policy = compile(policy_with("off"));
+  PendingFlowFacts facts = tcp_to("198.18.0.10", 443);
+  facts.proto = policy::L4Proto::udp;
+  EXPECT_TRUE(
+      decide_pending_flow(*policy, policy::Mode::gateway, facts, shown(policy::L7Proto::quic, "allowed.test")).allow);
+  EXPECT_FALSE(
+      decide_pending_flow(*policy, policy::Mode::gateway, facts, shown(policy::L7Proto::quic, "other.test")).allow);
+  // tls rules are TCP only: 8443 over QUIC is not allowed by allowed-tls-8443's sibling address rule.
+  facts.dport = 8443;
+  EXPECT_FALSE(
+      decide_pending_flow(*policy, policy::Mode::gateway, facts, shown(policy::L7Proto::quic, "allowed.test")).allow);
 }
 
 TEST(DecidePendingFlow, MalformedAndRefusedEchAreDenied) {
