@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIP: needs root (network namespaces, BPF)"
   exit 77
 fi
-for tool in ip socat openssl curl setsid timeout nsenter; do
+for tool in ip socat openssl curl setsid timeout nsenter gtlsserver gtlsclient; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "SKIP: $tool is missing (scripts/setup installs it)"
     exit 77
@@ -62,6 +62,17 @@ serve_tls "$INET_EVIL_V4" 9443
 serve_tls "$INET_EVIL_V6" 9443
 topo_serve_http inet "$INET_ALLOWED_V4" 80
 topo_serve_tcp_echo inet "$INET_ALLOWED_V4" 22
+# A sink on the IPv6 address's SSH port: what one connection sends, into a file.
+sink=$TOPO_LOG_DIR/sink.bin
+topo_start inet ssh-sink socat -u "TCP6-LISTEN:22,bind=[$INET_ALLOWED_V6],reuseaddr" "OPEN:$sink,creat,trunc"
+topo_wait_port inet tcp "$INET_ALLOWED_V6" 22
+# QUIC: ngtcp2's example server, HTTP/3 over v1 and v2 (draft version 0x709a50c4, all Debian 12's ngtcp2 has).
+htdocs=$TOPO_LOG_DIR/htdocs
+mkdir -p "$htdocs" && echo "hello over quic" >"$htdocs/index.html"
+topo_start inet quic-server gtlsserver -q -d "$htdocs" "$INET_ALLOWED_V4" 443 "$key" "$cert"
+topo_wait_port inet udp "$INET_ALLOWED_V4" 443
+# gtlsclient sends as SNI the name it was given to connect to, so the client resolves these names locally.
+topo_set_hosts client "$INET_ALLOWED_V4 allowed.test" "$INET_ALLOWED_V4 evil.test" "$INET_ALLOWED_V4 other.test"
 
 https_get() {  # https_get NAME ADDR [PORT]: the status code curl got
   local port=${3:-443} a=$2
@@ -84,6 +95,14 @@ retransmissions() {  # TCP segments the client namespace has retransmitted so fa
     /proc/net/snmp
 }
 split() { in_ns client "$split_client" "$@"; }
+quic_get() {  # quic_get NAME [gtlsclient options]: index.html over HTTP/3 arrives whole (the client exits 0 anyway)
+  local name=$1 dl
+  shift
+  dl=$(mktemp -d "$TOPO_LOG_DIR/dl.XXXXXX")
+  in_ns client timeout 20 gtlsclient -q --exit-on-all-streams-close --handshake-timeout=3s --download="$dl" "$@" \
+    "$name" 443 "https://$name/index.html" >/dev/null 2>&1 || true
+  cmp -s "$dl/index.html" "$htdocs/index.html"
+}
 
 pc_start "$fw_ns" names --policy "$src_dir/test/e2e/policies/names.yaml" "${run_args[@]}"
 
@@ -110,16 +129,27 @@ expect_eq "http to allowed.test (Host)" "$(http_get allowed.test "$INET_ALLOWED_
 expect_match "an SSH banner to the ssh rule" \
   "$(printf 'SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22")" \
   "^SSH-2.0-OpenSSH_9.2p1"
-# The banner and 1 MiB behind it in one write: the first data the client sends is a GSO super-packet, held
-# with whatever follows it while the banner is read, then released in order; the echo must come back whole.
+# The banner and 4 MiB behind it in one write: the first data the client sends are GSO super-packets, held
+# with whatever follows them while the banner is read, then released in order; the server gets every byte.
 upload=$TOPO_LOG_DIR/upload.bin
-{ printf 'SSH-2.0-OpenSSH_9.2p1\r\n'; head -c 1048576 /dev/urandom; } >"$upload"
-expect_eq "1 MiB right behind an SSH banner comes back whole (GSO, held frames in order)" \
-  "$(in_ns client timeout 10 socat -t 2 -b 262144 - "TCP:$INET_ALLOWED_V4:22" <"$upload" | sha256sum | cut -d' ' -f1)" \
-  "$(sha256sum <"$upload" | cut -d' ' -f1)"
+{ printf 'SSH-2.0-OpenSSH_9.2p1\r\n'; head -c 4194304 /dev/urandom; } >"$upload"
+in_ns client timeout 10 socat -u -b 262144 "OPEN:$upload" "TCP:[$INET_ALLOWED_V6]:22" || true
+for _ in $(seq 50); do [ "$(stat -c %s "$sink")" -ge "$(stat -c %s "$upload")" ] && break; sleep 0.1; done
+expect_eq "4 MiB right behind an SSH banner arrive whole (GSO, held frames in order)" \
+  "$(sha256sum <"$sink" | cut -d' ' -f1)" "$(sha256sum <"$upload" | cut -d' ' -f1)"
 expect_ok "no SNI to an address rule" split --connect "$INET_EVIL_V4" --port 9443 --no-sni
 expect_ok "no SNI to an address rule, IPv6" split --connect "$INET_EVIL_V6" --port 9443 --no-sni
 expect_eq "no allowed connection needed a retransmission" "$(($(retransmissions) - retrans_before))" 0
+
+echo "== QUIC: the SNI of the Initials decides"
+expect_ok "HTTP/3 to allowed.test over QUIC v1" quic_get allowed.test
+expect_ok "HTTP/3 to allowed.test over QUIC v2" quic_get allowed.test -v v2draft
+expect_fail "HTTP/3 to evil.test" quic_get evil.test
+expect_fail "HTTP/3 to a name no rule allows" quic_get other.test
+expect_log "QUIC v1 allowed by its SNI" '"proto":"udp"' '"l7":"quic"' '"name":"allowed.test"' '"verdict":"allow"' \
+  '"rule":"allowed-https"'
+expect_log "QUIC evil denied by rule" '"proto":"udp"' '"l7":"quic"' '"name":"evil.test"' '"reason":"denied-by-rule"'
+expect_log "QUIC other denied by default" '"l7":"quic"' '"name":"other.test"' '"reason":"denied-by-default"'
 
 echo "== denied names are reset at once"
 expect_ok "https to evil.test (denied by rule)" refused_fast https_get evil.test "$INET_ALLOWED_V4"

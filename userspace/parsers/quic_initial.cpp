@@ -39,9 +39,15 @@ struct VersionParams {
 constexpr std::array<LongPacketType, 4> kV1Types = {LongPacketType::initial, LongPacketType::zero_rtt,
                                                     LongPacketType::handshake, LongPacketType::retry};
 
-// Salts: RFC 9001 section 5.2, RFC 9369 section 3.3.1, draft-ietf-quic-tls-29 section 5.2.
+// Salts: RFC 9001 section 5.2, RFC 9369 section 3.3.1, draft-ietf-quic-v2-08 section 3.3.1 (its salt changed
+// when RFC 9369 took its number), draft-ietf-quic-tls-29 section 5.2.
 // RFC 9369 section 3.2 also renumbers the long-header packet types.
-constexpr std::array<VersionParams, 3> kVersions = {{
+constexpr std::array<LongPacketType, 4> kV2Types = {LongPacketType::retry, LongPacketType::initial,
+                                                    LongPacketType::zero_rtt, LongPacketType::handshake};
+constexpr std::array<uint8_t, 20> kV2Salt = {0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93,
+                                             0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9, 0xbd, 0x2e, 0xd9};
+
+constexpr std::array<VersionParams, 4> kVersions = {{
     {kQuicVersion1,
      {0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17,
       0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a},
@@ -49,13 +55,14 @@ constexpr std::array<VersionParams, 3> kVersions = {{
      "quic iv",
      "quic hp",
      kV1Types},
-    {kQuicVersion2,
-     {0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93,
-      0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9, 0xbd, 0x2e, 0xd9},
+    {kQuicVersion2, kV2Salt, "quicv2 key", "quicv2 iv", "quicv2 hp", kV2Types},
+    {kQuicVersion2Draft,
+     {0xa7, 0x07, 0xc2, 0x03, 0xa5, 0x9b, 0x47, 0x18, 0x4a, 0x1d,
+      0x62, 0xca, 0x57, 0x04, 0x06, 0xea, 0x7a, 0xe3, 0xe5, 0xd3},
      "quicv2 key",
      "quicv2 iv",
      "quicv2 hp",
-     {LongPacketType::retry, LongPacketType::initial, LongPacketType::zero_rtt, LongPacketType::handshake}},
+     kV2Types},
     {kQuicDraft29,
      {0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97,
       0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0, 0x43, 0x90, 0xa8, 0x99},

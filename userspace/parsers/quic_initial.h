@@ -24,6 +24,9 @@ namespace portcullis::parsers {
 inline constexpr uint32_t kQuicVersion1 = 0x00000001;
 inline constexpr uint32_t kQuicVersion2 = 0x6b3343cf;
 inline constexpr uint32_t kQuicDraft29 = 0xff00001d;
+// QUIC v2 before RFC 9369 gave it its number (draft-ietf-quic-v2-05 to -08): the same labels and packet types,
+// its own salt. ngtcp2 up to 0.12 (Debian 12's) speaks only this v2.
+inline constexpr uint32_t kQuicVersion2Draft = 0x709a50c4;
 
 enum class QuicVersionKind : uint8_t {
   none,         // no long-header packet seen

@@ -229,6 +229,23 @@ topo_set_resolver() {
   printf 'nameserver %s\noptions timeout:1 attempts:1\n' "$2" >"$dir/resolv.conf" || return 1
 }
 
+# topo_set_hosts ROLE "ADDR NAME" ...: an /etc/hosts for the namespace (`ip netns exec` mounts it over
+# /etc/hosts), for clients that take the name to send from their own lookup. Removed with the topology.
+topo_set_hosts() {
+  local ns dir role=$1
+  ns=$(topo_ns "$role") || return 1
+  shift
+  dir=/etc/netns/$ns
+  if [ ! -d "$dir" ]; then
+    if [ ! -d /etc/netns ]; then
+      mkdir /etc/netns 2>/dev/null && TOPO_MADE_ETC_NETNS=1
+    fi
+    mkdir "$dir" || return 1
+    TOPO_RESOLV_DIRS+=("$dir")
+  fi
+  printf '%s\n' "127.0.0.1 localhost" "$@" >"$dir/hosts"
+}
+
 # ---- processes -------------------------------------------------------------------------------------------
 # topo_start ROLE NAME CMD...: run CMD in the background inside a namespace, in its own process group, with
 # output to $TOPO_LOG_DIR/NAME.log. Sets TOPO_LAST_PID. topo_destroy (or topo_stop NAME) ends it.
