@@ -64,7 +64,8 @@ size_t PuntHandler::KeyHash::operator()(const pc_flow_key& key) const noexcept {
 }
 
 bool PuntHandler::KeyEqual::operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept {
-  return std::memcmp(&a, &b, sizeof(a)) == 0;
+  // The key's padding is zeroed wherever one is made (pc_flow_key_fill), as the kernel's hash needs too.
+  return std::memcmp(&a, &b, sizeof(a)) == 0;  // NOLINT(bugprone-suspicious-memory-comparison)
 }
 
 PuntHandler::PuntHandler(int punts_fd, int flows_fd, int punt_config_fd, policy::Mode mode, PuntSettings settings,
