@@ -17,6 +17,7 @@ int run(int argc, char** argv) {
   const std::map<std::string, portcullis::cli::Runner> runners = {
       {"check", portcullis::cli::add_check_command(app)},
       {"explain", portcullis::cli::add_explain_command(app)},
+      {"replay", portcullis::cli::add_replay_command(app)},
       {"run", portcullis::cli::add_run_command(app)},
   };
   try {

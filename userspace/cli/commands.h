@@ -12,6 +12,7 @@ using Runner = std::function<int()>;
 
 Runner add_check_command(CLI::App& app);
 Runner add_explain_command(CLI::App& app);
+Runner add_replay_command(CLI::App& app);
 Runner add_run_command(CLI::App& app);
 
 }  // namespace portcullis::cli

@@ -193,6 +193,17 @@ const pc_flow* UserspaceDataPath::flow(const pc_flow_key& key) const {
   return impl_->flows.peek(key);
 }
 
+bool UserspaceDataPath::set_verdict(const pc_flow_key& key, uint8_t verdict, uint32_t rule_id, uint32_t reason) {
+  pc_flow* flow = impl_->flows.find(key);
+  if (flow == nullptr) return false;
+  flow->verdict = verdict;
+  flow->rule_id = rule_id;
+  flow->reason = reason;
+  flow->generation = impl_->classifier.tables().config.generation;
+  flow->held_bytes = 0;
+  return true;
+}
+
 size_t UserspaceDataPath::flow_count() const {
   return impl_->flows.size();
 }

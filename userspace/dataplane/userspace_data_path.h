@@ -67,6 +67,8 @@ class UserspaceDataPath {
 
   // The flow the key names, or nullptr. Does not count as a use for the LRU.
   const pc_flow* flow(const pc_flow_key& key) const;
+  // What the daemon does to a pending flow it decided: installs its verdict. False when the flow is gone.
+  bool set_verdict(const pc_flow_key& key, uint8_t verdict, uint32_t rule_id, uint32_t reason);
   size_t flow_count() const;
   size_t fragment_count() const;
 

@@ -1,0 +1,141 @@
+// `replay` over the shared corpus (real captures): every ClientHello the corpus lists is found on its flow, by
+// TLS and by QUIC, through the same data-path code and decisions as `run`; a policy's verdicts per flow.
+#include "replay/replayer.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "policy/ip_address.h"
+#include "policy/policy_loader.h"
+#include "support/sni_corpus.h"
+
+namespace portcullis::replay {
+namespace {
+
+std::string endpoint(const std::string& address, const std::optional<uint16_t>& port) {
+  return address + ":" + std::to_string(port.value_or(0));
+}
+
+// Every capture the rows name, replayed once without a policy.
+const std::vector<FlowReport>& corpus_flows() {
+  static const std::vector<FlowReport> flows = [] {
+    Replayer replayer(nullptr, policy::Mode::host);
+    std::set<std::string> captures;
+    for (const test::SniRow& row : test::read_sni_rows()) captures.insert(row.capture);
+    for (const std::string& capture : captures) replayer.replay((test::corpus_dir() / capture).string());
+    return replayer.flows();
+  }();
+  return flows;
+}
+
+const FlowReport* find(const test::SniRow& row) {
+  const std::string capture = (test::corpus_dir() / row.capture).string();
+  const std::string proto = row.l4 == "TCP" ? "tcp" : "udp";
+  for (const FlowReport& flow : corpus_flows()) {
+    if (flow.capture != capture || flow.proto != proto) continue;
+    const std::string src = endpoint(flow.src, flow.sport);
+    const std::string dst = endpoint(flow.dst, flow.dport);
+    if ((src == row.client && dst == row.server) || (src == row.server && dst == row.client)) return &flow;
+  }
+  return nullptr;
+}
+
+TEST(Replayer, EveryClientHelloOfTheCorpusIsFoundOnItsFlow) {
+  const std::vector<test::SniRow> rows = test::read_sni_rows();
+  ASSERT_FALSE(rows.empty());
+  size_t tls = 0;
+  size_t quic = 0;
+  size_t unread = 0;
+  for (const test::SniRow& row : rows) {
+    const FlowReport* flow = find(row);
+    ASSERT_NE(flow, nullptr) << row.capture << " " << row.client << " -> " << row.server;
+    EXPECT_EQ(flow->verdict, "allow") << "no policy allows everything";
+    if (flow->l7 == "none") {
+      // The STARTTLS upgrades and SSLv2-compatible hellos of tls_client_hello_test.cpp: no ClientHello first.
+      ++unread;
+      EXPECT_EQ(row.l4, "TCP") << row.capture;
+      continue;
+    }
+    EXPECT_EQ(flow->l7, row.l4 == "TCP" ? "tls" : "quic") << row.capture << " " << row.client;
+    (row.l4 == "TCP" ? tls : quic) += 1;
+    const bool no_name = row.expected_sni == "-" || policy::IpAddress::parse(row.expected_sni).has_value() ||
+                         row.expected_sni.find(':') != std::string::npos;
+    EXPECT_EQ(flow->name, no_name ? std::nullopt : std::optional<std::string>(row.expected_sni))
+        << row.capture << " " << row.client;
+  }
+  EXPECT_EQ(unread, 13u);
+  EXPECT_GE(quic, 46u);
+  EXPECT_GE(tls, 100u);
+}
+
+TEST(Replayer, APolicyDecidesEachFlowByWhatItShows) {
+  // One corpus capture: a ClientHello for raw.githubusercontent.com to 151.101.36.133:443.
+  const std::string capture = (test::corpus_dir() / "suricata-verify/bug-2646-01__input.pcap").string();
+  const auto run = [&](const std::string& yaml) {
+    policy::LoadResult loaded = policy::load_policy(yaml, "test.yaml");
+    EXPECT_TRUE(loaded.policy.has_value());
+    Replayer replayer(policy::compile_policy(std::move(*loaded.policy)), policy::Mode::host);
+    replayer.replay(capture);
+    EXPECT_EQ(replayer.flows().size(), 1u);
+    return replayer.flows().empty() ? FlowReport{} : replayer.flows().front();
+  };
+  const FlowReport allowed = run(R"(version: 1
+defaults: {action: deny, sni_ip_binding: off}
+rules:
+  - {name: github-content, dst: "*.githubusercontent.com", proto: https}
+)");
+  EXPECT_EQ(allowed.verdict, "allow");
+  EXPECT_EQ(allowed.rule, "github-content");
+  EXPECT_EQ(allowed.l7, "tls");
+  EXPECT_EQ(allowed.name, "raw.githubusercontent.com");
+
+  const FlowReport other = run(R"(version: 1
+defaults: {action: deny, sni_ip_binding: off}
+rules:
+  - {name: github, dst: github.com, proto: https}
+)");
+  EXPECT_EQ(other.verdict, "deny");
+  EXPECT_EQ(other.reason, "denied-by-default");
+
+  const FlowReport unbound = run(R"(version: 1
+defaults: {action: deny}
+rules:
+  - {name: github-content, dst: "*.githubusercontent.com", proto: https}
+)");
+  EXPECT_EQ(unbound.verdict, "deny") << "sni_ip_binding: dns, and the capture has no DNS answer for the name";
+  EXPECT_EQ(unbound.reason, "no-dns-binding");
+
+  const FlowReport by_address = run(R"(version: 1
+defaults: {action: deny}
+rules:
+  - {name: fastly, dst: 151.101.0.0/16, proto: tcp, ports: [443]}
+)");
+  EXPECT_EQ(by_address.verdict, "allow");
+  EXPECT_EQ(by_address.rule, "fastly");
+  EXPECT_EQ(by_address.name, "raw.githubusercontent.com") << "identified all the same";
+}
+
+TEST(Replayer, ACaptureThatCannotBeReadIsAnErrorThatNamesIt) {
+  Replayer replayer(nullptr, policy::Mode::host);
+  EXPECT_THROW(replayer.replay("/nonexistent/capture.pcap"), std::runtime_error);
+  const std::string readme = (test::corpus_dir() / "README.md").string();
+  try {
+    replayer.replay(readme);
+    FAIL() << "a text file is not a capture";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(readme), std::string::npos);
+  }
+}
+
+TEST(Replayer, ADamagedRecordEndsItsCaptureAndIsReported) {
+  Replayer replayer(nullptr, policy::Mode::host);
+  replayer.replay((test::corpus_dir() / "suricata-verify/bug-1450-04__tls_DER-incomplete-header.pcap").string());
+  ASSERT_EQ(replayer.stats().errors.size(), 1u);
+  EXPECT_NE(replayer.stats().errors[0].find("bigger than snaplen"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace portcullis::replay

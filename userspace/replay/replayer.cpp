@@ -1,0 +1,302 @@
+#include "replay/replayer.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <utility>
+
+#include "dataplane/policy_tables.h"
+#include "dataplane/userspace_data_path.h"
+#include "parsers/quic_initial.h"
+#include "parsers/tcp_stream_prefix.h"
+#include "policy/policy_loader.h"
+#include "portcullis/compat.h"
+#include "portcullis/drop_reasons.h"
+#include "portcullis/parse.h"
+#include "punt/flow_identity.h"
+#include "replay/capture_reader.h"
+
+namespace portcullis::replay {
+namespace {
+
+using punt::FlowIdentity;
+
+constexpr uint8_t kTcp = 6;
+constexpr uint8_t kUdp = 17;
+constexpr uint32_t kStreamLimit = 20 * 1024;
+// What the daemon's bounds default to (punt::PuntSettings): replay holds flows as `run` would.
+constexpr uint32_t kFlowHoldBytes = 64 * 1024;
+constexpr uint32_t kPuntRate = 2000;
+constexpr uint32_t kPuntBurst = 4000;
+
+std::shared_ptr<const policy::CompiledPolicy> allow_everything() {
+  policy::LoadResult loaded = policy::load_policy("version: 1\ndefaults: {action: allow}\n", "(no policy)");
+  return policy::compile_policy(std::move(*loaded.policy));
+}
+
+std::string address_text(const pc_addr& addr, uint8_t family) {
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family == PC_FAMILY_IPV6 ? AF_INET6 : AF_INET, addr.bytes, text, sizeof(text));
+  return text;
+}
+
+policy::IpAddress address_of(const pc_addr& addr, uint8_t family) {
+  policy::IpAddress address;
+  address.family = family == PC_FAMILY_IPV6 ? policy::IpFamily::v6 : policy::IpFamily::v4;
+  std::memcpy(address.bytes.data(), addr.bytes, family == PC_FAMILY_IPV6 ? 16 : 4);
+  return address;
+}
+
+bool is_icmp(const pc_packet& pkt) {
+  return (pkt.proto == 1 && pkt.family == PC_FAMILY_IPV4) || (pkt.proto == 58 && pkt.family == PC_FAMILY_IPV6);
+}
+
+std::string proto_text(const pc_packet& pkt) {
+  if (pkt.proto == kTcp) return "tcp";
+  if (pkt.proto == kUdp) return "udp";
+  if (is_icmp(pkt)) return pkt.family == PC_FAMILY_IPV6 ? "icmpv6" : "icmp";
+  return std::to_string(pkt.proto);
+}
+
+uint32_t load32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
+         p[3];
+}
+
+struct KeyLess {
+  bool operator()(const pc_flow_key& a, const pc_flow_key& b) const {
+    return std::memcmp(&a, &b, sizeof(a)) < 0;  // NOLINT(bugprone-suspicious-memory-comparison): padding zeroed
+  }
+};
+
+}  // namespace
+
+// One capture's replay: its own data path and flows.
+class Replayer::Capture {
+ public:
+  Capture(const Replayer& owner, std::string name)
+      : owner_(owner), name_(std::move(name)), path_(dataplane::build_policy_tables(*owner.policy_, owner.mode_, 1)) {}
+
+  void packet(const CapturedPacket& packet, ReplayStats& stats) {
+    ++stats.packets;
+    stats.truncated += packet.truncated;
+    if (packet.not_ip) {
+      ++stats.not_ip;
+      return;
+    }
+    now_ = packet.timestamp_ns;
+    path_.set_now_ns(now_);
+    path_.set_punt_config(
+        {.heartbeat_ns = now_, .flow_hold_bytes = kFlowHoldBytes, .rate_per_sec = kPuntRate, .burst = kPuntBurst});
+    const std::span<const uint8_t> frame = packet.frame;
+    pc_packet pkt{};
+    if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt) != PC_DROP_NONE) {
+      ++stats.malformed;
+      return;
+    }
+    pc_flow_key key{};
+    uint8_t direction = 0;
+    const bool own_flow = pkt.inner_family == PC_FAMILY_NONE && pc_flow_key_from_packet(&pkt, &key, &direction) == 0;
+    if (!own_flow) {
+      // A later fragment or an ICMP error: it follows a flow of its own, and is no flow to report.
+      (void)path_.outside(frame);
+      return;
+    }
+    auto [it, created] = flows_.try_emplace(key);
+    Flow& flow = it->second;
+    if (created) start_flow(flow, pkt);
+    const bool from_initiator = direction == flow.initiator;
+    const dataplane::PacketOutcome outcome = from_initiator ? path_.inside(frame) : path_.outside(frame);
+    ++flow.report.packets;
+    flow.report.bytes += packet.wire_length;
+    if (!from_initiator) return;
+    if (outcome.action == dataplane::kActionPunt) flow.punted = true;
+    identify(flow, pkt, frame);
+    settle(key, flow);
+  }
+
+  void finish(std::vector<FlowReport>& out) {
+    for (auto& [key, flow] : flows_) settle(key, flow);
+    std::vector<Flow*> ordered;
+    ordered.reserve(flows_.size());
+    for (auto& [key, flow] : flows_) ordered.push_back(&flow);
+    std::sort(ordered.begin(), ordered.end(), [](const Flow* a, const Flow* b) { return a->order < b->order; });
+    for (auto& [key, flow] : flows_) report(key, flow);
+    for (const Flow* flow : ordered) out.push_back(flow->report);
+    flows_.clear();
+  }
+
+ private:
+  struct Flow {
+    size_t order = 0;
+    uint8_t initiator = 0;  // PC_FLOW_FROM_LO or _HI of the flow's first packet
+    uint64_t deadline_ns = 0;
+    bool punted = false;   // the data plane waits for what the flow shows
+    bool decided = false;  // ... and got it
+    FlowIdentity identity;
+    std::optional<parsers::TcpStreamPrefix> stream;
+    std::unique_ptr<parsers::QuicClientHelloReader> quic;
+    bool datagram_seen = false;
+    bool conflict = false;  // retransmitted bytes that differ: an evasion attempt
+    punt::PendingFlowFacts facts;
+    FlowReport report;
+  };
+
+  void start_flow(Flow& flow, const pc_packet& pkt) {
+    uint8_t direction = 0;
+    pc_flow_key ignored{};
+    pc_flow_key_from_packet(&pkt, &ignored, &direction);
+    flow.order = next_order_++;
+    flow.initiator = direction;
+    flow.deadline_ns = now_ + static_cast<uint64_t>(owner_.policy_->policy().defaults.l7_timeout_ms) * 1'000'000ULL;
+    flow.report.capture = name_;
+    flow.report.proto = proto_text(pkt);
+    flow.report.src = address_text(pkt.src, pkt.family);
+    flow.report.dst = address_text(pkt.dst, pkt.family);
+    if (pkt.proto == kTcp || pkt.proto == kUdp) {
+      flow.report.sport = pkt.sport;
+      flow.report.dport = pkt.dport;
+    } else if (is_icmp(pkt)) {
+      flow.report.icmp_type = pkt.icmp_type;
+    }
+    flow.facts.src = address_of(pkt.src, pkt.family);
+    flow.facts.dst = address_of(pkt.dst, pkt.family);
+    flow.facts.proto = pkt.proto == kTcp              ? policy::L4Proto::tcp
+                       : pkt.proto == kUdp            ? policy::L4Proto::udp
+                       : pkt.family == PC_FAMILY_IPV6 ? policy::L4Proto::icmpv6
+                                                      : policy::L4Proto::icmp;
+    flow.facts.dport = pkt.dport;
+    flow.facts.icmp_type = pkt.icmp_type;
+  }
+
+  // Reads what the initiator's packet adds to the flow's start, until the flow is identified.
+  void identify(Flow& flow, const pc_packet& pkt, std::span<const uint8_t> frame) {
+    if (flow.identity.state != FlowIdentity::State::need_more) return;
+    const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
+    const std::span<const uint8_t> payload =
+        pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+    if (pkt.proto == kTcp) {
+      if (pkt.l4_off + 8u > frame.size()) return;
+      const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
+      const bool syn = (pkt.tcp_flags & PC_TCP_SYN) != 0;
+      if (!flow.stream) {
+        if (!syn && payload.empty()) return;  // a capture that starts mid-connection: from its first data on
+        flow.stream.emplace(syn ? seq + 1 : seq, kStreamLimit);
+      }
+      flow.stream->add_segment(seq, payload, syn);
+      if (flow.stream->conflict()) {
+        flow.identity.state = FlowIdentity::State::malformed;
+        flow.identity.detail = "overlapping segments differ";
+        flow.conflict = true;
+        return;
+      }
+      if (flow.stream->contiguous().empty()) return;
+      flow.identity = punt::identify_tcp_stream(flow.stream->contiguous());
+      if (flow.identity.state == FlowIdentity::State::need_more && flow.stream->limit_exceeded()) {
+        flow.identity.state = FlowIdentity::State::malformed;
+      }
+      return;
+    }
+    if (pkt.proto == kUdp && !pkt.is_fragment) {
+      const bool first = !flow.datagram_seen;
+      flow.datagram_seen = true;
+      if (first && punt::starts_quic_long_header(payload)) {
+        flow.quic = std::make_unique<parsers::QuicClientHelloReader>(decryptor_);
+      }
+      if (flow.quic) {
+        flow.identity = punt::identify_quic(flow.quic->add_datagram(payload));
+        return;
+      }
+    }
+    flow.identity.state = FlowIdentity::State::unknown;  // a datagram of no known protocol, ICMP, ...
+  }
+
+  // Decides a punted flow once it has shown enough, or its time is up: as the daemon would.
+  void settle(const pc_flow_key& key, Flow& flow) {
+    if (!flow.punted || flow.decided) return;
+    const pc_flow* state = path_.flow(key);
+    if (state == nullptr || state->verdict != PC_VERDICT_PENDING) return;  // decided by the data plane itself
+    if (flow.identity.state == FlowIdentity::State::need_more) {
+      if (now_ < flow.deadline_ns) return;
+      flow.decided = path_.set_verdict(key, PC_VERDICT_DENY, PC_RULE_NONE, PC_DROP_L7_TIMEOUT);
+      return;
+    }
+    uint32_t reason = PC_DROP_NONE;
+    uint32_t rule_id = PC_RULE_NONE;
+    bool allow = false;
+    if (flow.conflict) {
+      reason = PC_DROP_STREAM_CONFLICT;
+    } else {
+      const punt::PendingVerdict verdict =
+          punt::decide_pending_flow(*owner_.policy_, owner_.mode_, flow.facts, flow.identity);
+      allow = verdict.allow;
+      reason = verdict.reason;
+      if (verdict.rule != nullptr) rule_id = static_cast<uint32_t>(verdict.rule - owner_.policy_->rules().data());
+    }
+    flow.decided =
+        path_.set_verdict(key, allow ? PC_VERDICT_ALLOW : PC_VERDICT_DENY, rule_id, allow ? PC_DROP_NONE : reason);
+  }
+
+  void report(const pc_flow_key& key, Flow& flow) {
+    FlowReport& out = flow.report;
+    if (flow.identity.state != FlowIdentity::State::need_more) {
+      out.l7 = std::string(policy::to_string(flow.identity.l7));
+      out.name = flow.identity.name;
+    }
+    const pc_flow* state = path_.flow(key);
+    if (state == nullptr) {
+      out.verdict = "deny";  // never stored: a spoofed source in gateway mode
+      out.reason = "source-not-in-group";
+      return;
+    }
+    if (state->verdict == PC_VERDICT_PENDING) {
+      out.verdict = "pending";
+      out.reason = "needs-l7";
+      return;
+    }
+    const bool allow = state->verdict == PC_VERDICT_ALLOW || state->verdict == PC_VERDICT_DRAINING;
+    out.verdict = allow ? "allow" : "deny";
+    if (state->rule_id != PC_RULE_NONE && state->rule_id < owner_.policy_->rules().size()) {
+      out.rule = owner_.policy_->rules()[state->rule_id].name;
+    }
+    if (allow) {
+      out.reason = out.rule ? "rule" : "default";
+    } else {
+      out.reason = pc_drop_reason_name(static_cast<pc_drop_reason>(state->reason));
+    }
+  }
+
+  const Replayer& owner_;
+  std::string name_;
+  dataplane::UserspaceDataPath path_;
+  parsers::QuicInitialDecryptor decryptor_;
+  std::map<pc_flow_key, Flow, KeyLess> flows_;
+  size_t next_order_ = 0;
+  uint64_t now_ = 0;
+};
+
+Replayer::Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode)
+    : policy_(policy ? std::move(policy) : allow_everything()), mode_(mode) {}
+
+Replayer::~Replayer() = default;
+
+void Replayer::replay(const std::string& path) {
+  std::unique_ptr<CaptureReader> reader = CaptureReader::open(path);
+  Capture capture(*this, path);
+  while (const std::optional<CapturedPacket> packet = reader->next()) capture.packet(*packet, stats_);
+  if (!reader->error().empty()) stats_.errors.push_back(path + ": " + reader->error());
+  capture.finish(flows_);
+}
+
+void Replayer::replay(std::FILE* file, const std::string& name) {
+  std::unique_ptr<CaptureReader> reader = CaptureReader::open(file, name);
+  Capture capture(*this, name);
+  while (const std::optional<CapturedPacket> packet = reader->next()) capture.packet(*packet, stats_);
+  if (!reader->error().empty()) stats_.errors.push_back(name + ": " + reader->error());
+  capture.finish(flows_);
+}
+
+}  // namespace portcullis::replay

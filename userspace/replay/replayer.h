@@ -1,0 +1,73 @@
+// `portcullis replay`: runs captures through the data plane's own code and the daemon's decisions, offline and
+// unprivileged. Every packet goes through UserspaceDataPath (include/portcullis/datapath.h built for
+// userspace); frames the data plane would punt are decided as the daemon decides them (punt/flow_identity.h).
+// Each flow's initiator is the side that sent its first packet in the capture: its packets go through the
+// inside program, the other side's through the outside one.
+//
+// Every flow is identified, whether its verdict needed a name or not: the first bytes of the initiator's side
+// as a ClientHello, HTTP request or SSH banner (TCP), or QUIC Initials (UDP). Capture timestamps are the
+// clock: a pending flow that shows nothing within l7_timeout_ms of capture time is denied as it would be live.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/compiled_policy.h"
+
+namespace portcullis::replay {
+
+struct FlowReport {
+  std::string capture;
+  std::string proto;  // tcp, udp, icmp, icmpv6, or the protocol number
+  std::string src;    // the initiator
+  std::optional<uint16_t> sport;
+  std::string dst;
+  std::optional<uint16_t> dport;
+  std::optional<uint8_t> icmp_type;
+  std::string l7 = "none";  // tls, quic, http, ssh, none
+  std::optional<std::string> name;
+  std::string verdict;  // allow, deny, pending (the capture ended while the flow waited for its name)
+  std::optional<std::string> rule;
+  std::string reason;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
+struct ReplayStats {
+  uint64_t packets = 0;
+  uint64_t truncated = 0;           // kept shorter than they were (snap length)
+  uint64_t not_ip = 0;              // ARP, LLDP, ...
+  uint64_t malformed = 0;           // dropped by the parser (the data plane would drop them too)
+  std::vector<std::string> errors;  // damaged captures, one line each
+};
+
+class Replayer {
+ public:
+  // Without a policy every flow is allowed and only identified.
+  Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode);
+  ~Replayer();
+  Replayer(const Replayer&) = delete;
+  Replayer& operator=(const Replayer&) = delete;
+
+  // Replays one capture (its flows are its own). Throws std::runtime_error when it cannot be opened; a damaged
+  // record ends it, noted in stats().errors.
+  void replay(const std::string& path);
+  // The same over a capture file already open (closed by the replay); `name` stands for its path.
+  void replay(std::FILE* file, const std::string& name);
+
+  const std::vector<FlowReport>& flows() const { return flows_; }
+  const ReplayStats& stats() const { return stats_; }
+
+ private:
+  class Capture;
+  std::shared_ptr<const policy::CompiledPolicy> policy_;
+  policy::Mode mode_;
+  std::vector<FlowReport> flows_;
+  ReplayStats stats_;
+};
+
+}  // namespace portcullis::replay
