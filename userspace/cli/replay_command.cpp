@@ -24,6 +24,8 @@ struct ReplayOptions {
   std::string mode = "host";
   std::string format = "text";
   std::vector<std::string> captures;
+  std::string write_allowed;
+  std::string write_denied;
 };
 
 Json flow_json(const replay::FlowReport& flow) {
@@ -72,6 +74,9 @@ int replay(const ReplayOptions& options) {
     compiled = policy::compile_policy(std::move(*loaded.policy));
   }
   replay::Replayer replayer(compiled, options.mode == "gateway" ? policy::Mode::gateway : policy::Mode::host);
+  if (!options.write_allowed.empty() || !options.write_denied.empty()) {
+    replayer.split_into(options.write_allowed, options.write_denied);
+  }
   int status = 0;
   for (const std::string& capture : options.captures) {
     try {
@@ -106,6 +111,9 @@ Runner add_replay_command(CLI::App& app) {
       ->check(CLI::IsMember({"host", "gateway"}));
   command->add_option("--format", options->format, "text (default) or json (one object per flow and line)")
       ->check(CLI::IsMember({"text", "json"}));
+  command->add_option("--write-allowed", options->write_allowed,
+                      "write the packets the policy lets through to FILE (pcap, the first capture's link type)");
+  command->add_option("--write-denied", options->write_denied, "write the packets it refuses to FILE");
   command->add_option("captures", options->captures, "capture files")->required();
   return [options]() { return replay(*options); };
 }

@@ -1,6 +1,7 @@
 #include "replay/replayer.h"
 
 #include <arpa/inet.h>
+#include <pcap/pcap.h>
 
 #include <algorithm>
 #include <cstring>
@@ -85,6 +86,7 @@ class Replayer::Capture {
     stats.truncated += packet.truncated;
     if (packet.not_ip) {
       ++stats.not_ip;
+      fates_.push_back(kPassed);  // the data plane lets frames without IP through
       return;
     }
     now_ = packet.timestamp_ns;
@@ -95,6 +97,7 @@ class Replayer::Capture {
     pc_packet pkt{};
     if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt) != PC_DROP_NONE) {
       ++stats.malformed;
+      fates_.push_back(kDropped);
       return;
     }
     pc_flow_key key{};
@@ -102,12 +105,13 @@ class Replayer::Capture {
     const bool own_flow = pkt.inner_family == PC_FAMILY_NONE && pc_flow_key_from_packet(&pkt, &key, &direction) == 0;
     if (!own_flow) {
       // A later fragment or an ICMP error: it follows a flow of its own, and is no flow to report.
-      (void)path_.outside(frame);
+      fates_.push_back(path_.outside(frame).action == dataplane::kActionPass ? kPassed : kDropped);
       return;
     }
     auto [it, created] = flows_.try_emplace(key);
     Flow& flow = it->second;
     if (created) start_flow(flow, pkt);
+    fates_.push_back(static_cast<uint32_t>(flow.order));
     const bool from_initiator = direction == flow.initiator;
     const dataplane::PacketOutcome outcome = from_initiator ? path_.inside(frame) : path_.outside(frame);
     ++flow.report.packets;
@@ -116,6 +120,21 @@ class Replayer::Capture {
     if (outcome.action == dataplane::kActionPunt) flow.punted = true;
     identify(flow, pkt, frame);
     settle(key, flow);
+  }
+
+  // What became of each packet, in capture order: allowed (its flow's verdict, or its own for packets of no
+  // flow), else refused.
+  std::vector<bool> packet_allowed(const std::vector<FlowReport>& reports, size_t first_report) const {
+    std::vector<bool> allowed;
+    allowed.reserve(fates_.size());
+    for (const uint32_t fate : fates_) {
+      if (fate == kPassed || fate == kDropped) {
+        allowed.push_back(fate == kPassed);
+      } else {
+        allowed.push_back(reports.at(first_report + fate).verdict == "allow");
+      }
+    }
+    return allowed;
   }
 
   void finish(std::vector<FlowReport>& out) {
@@ -273,7 +292,10 @@ class Replayer::Capture {
   std::string name_;
   dataplane::UserspaceDataPath path_;
   parsers::QuicInitialDecryptor decryptor_;
+  static constexpr uint32_t kPassed = 0xfffffffe;   // fates_: a packet of no flow, passed
+  static constexpr uint32_t kDropped = 0xffffffff;  // ... dropped
   std::map<pc_flow_key, Flow, KeyLess> flows_;
+  std::vector<uint32_t> fates_;  // per packet: its flow's order, or kPassed / kDropped
   size_t next_order_ = 0;
   uint64_t now_ = 0;
 };
@@ -288,7 +310,57 @@ void Replayer::replay(const std::string& path) {
   Capture capture(*this, path);
   while (const std::optional<CapturedPacket> packet = reader->next()) capture.packet(*packet, stats_);
   if (!reader->error().empty()) stats_.errors.push_back(path + ": " + reader->error());
+  const size_t first_report = flows_.size();
   capture.finish(flows_);
+  if (split_) split(path, capture.packet_allowed(flows_, first_report));
+}
+
+Replayer::Split::~Split() {
+  if (allowed != nullptr) pcap_dump_close(allowed);
+  if (denied != nullptr) pcap_dump_close(denied);
+  if (dead != nullptr) pcap_close(dead);
+}
+
+void Replayer::split_into(const std::string& allowed_path, const std::string& denied_path) {
+  split_ = std::make_unique<Split>();
+  split_->allowed_path = allowed_path;
+  split_->denied_path = denied_path;
+}
+
+// Writes the capture's packets again, as they were, each to the file of what became of it. The files take the
+// first capture's link type; a capture of another is not split, and says so.
+void Replayer::split(const std::string& path, const std::vector<bool>& allowed) {
+  char error[PCAP_ERRBUF_SIZE] = {};
+  pcap_t* source = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO, error);
+  if (source == nullptr) {
+    stats_.errors.push_back(path + ": cannot read it again to split it: " + error);
+    return;
+  }
+  Split& out = *split_;
+  if (out.dead == nullptr) {
+    out.link_type = pcap_datalink(source);
+    out.dead = pcap_open_dead_with_tstamp_precision(out.link_type, 262144, PCAP_TSTAMP_PRECISION_NANO);
+    const auto open = [&](const std::string& file) -> pcap_dumper_t* {
+      if (file.empty()) return nullptr;
+      pcap_dumper_t* dumper = pcap_dump_open(out.dead, file.c_str());
+      if (dumper == nullptr) throw std::runtime_error(file + ": " + pcap_geterr(out.dead));
+      return dumper;
+    };
+    out.allowed = open(out.allowed_path);
+    out.denied = open(out.denied_path);
+  }
+  if (pcap_datalink(source) != out.link_type) {
+    stats_.errors.push_back(path + ": another link type than the first capture's: not split");
+    pcap_close(source);
+    return;
+  }
+  pcap_pkthdr* header = nullptr;
+  const u_char* data = nullptr;
+  for (size_t i = 0; i < allowed.size() && pcap_next_ex(source, &header, &data) == 1; ++i) {
+    pcap_dumper_t* dumper = allowed[i] ? out.allowed : out.denied;
+    if (dumper != nullptr) pcap_dump(reinterpret_cast<u_char*>(dumper), header, data);
+  }
+  pcap_close(source);
 }
 
 void Replayer::replay(std::FILE* file, const std::string& name) {
@@ -296,7 +368,7 @@ void Replayer::replay(std::FILE* file, const std::string& name) {
   Capture capture(*this, name);
   while (const std::optional<CapturedPacket> packet = reader->next()) capture.packet(*packet, stats_);
   if (!reader->error().empty()) stats_.errors.push_back(name + ": " + reader->error());
-  capture.finish(flows_);
+  capture.finish(flows_);  // a capture from memory is not split
 }
 
 }  // namespace portcullis::replay

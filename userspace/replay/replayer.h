@@ -18,6 +18,9 @@
 
 #include "policy/compiled_policy.h"
 
+struct pcap;
+struct pcap_dumper;
+
 namespace portcullis::replay {
 
 struct FlowReport {
@@ -59,11 +62,31 @@ class Replayer {
   // The same over a capture file already open (closed by the replay); `name` stands for its path.
   void replay(std::FILE* file, const std::string& name);
 
+  // From now on, replay(path) also writes each capture's packets again, unchanged, to `allowed_path` (those
+  // the data plane would pass: packets of allowed flows) or `denied_path` (the rest); either may be empty.
+  // Throws std::runtime_error when a file cannot be written.
+  void split_into(const std::string& allowed_path, const std::string& denied_path);
+
   const std::vector<FlowReport>& flows() const { return flows_; }
   const ReplayStats& stats() const { return stats_; }
 
  private:
   class Capture;
+  struct Split {
+    std::string allowed_path;
+    std::string denied_path;
+    pcap* dead = nullptr;  // libpcap's handle for writing, of the first capture's link type
+    int link_type = 0;
+    pcap_dumper* allowed = nullptr;
+    pcap_dumper* denied = nullptr;
+    Split() = default;
+    ~Split();
+    Split(const Split&) = delete;
+    Split& operator=(const Split&) = delete;
+  };
+  void split(const std::string& path, const std::vector<bool>& allowed);
+
+  std::unique_ptr<Split> split_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   policy::Mode mode_;
   std::vector<FlowReport> flows_;

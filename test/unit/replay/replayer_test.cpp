@@ -4,12 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
 #include "policy/ip_address.h"
 #include "policy/policy_loader.h"
+#include "replay/capture_reader.h"
 #include "support/sni_corpus.h"
 
 namespace portcullis::replay {
@@ -116,6 +119,40 @@ rules:
   EXPECT_EQ(by_address.verdict, "allow");
   EXPECT_EQ(by_address.rule, "fastly");
   EXPECT_EQ(by_address.name, "raw.githubusercontent.com") << "identified all the same";
+}
+
+size_t packets_in(const std::string& path) {
+  std::unique_ptr<CaptureReader> reader = CaptureReader::open(path);
+  size_t packets = 0;
+  while (reader->next()) ++packets;
+  return packets;
+}
+
+TEST(Replayer, SplitsACaptureIntoThePacketsAllowedAndThoseDenied) {
+  const std::string capture = (test::corpus_dir() / "zeek/tls13_psk_succesfull.pcap").string();
+  const std::string dir = ::testing::TempDir();
+  const std::string allowed = dir + "/pc-replay-allowed.pcap";
+  const std::string denied = dir + "/pc-replay-denied.pcap";
+  const size_t total = packets_in(capture);
+  ASSERT_GT(total, 5u);
+  {
+    policy::LoadResult loaded = policy::load_policy("version: 1\ndefaults: {action: deny}\n", "deny.yaml");
+    Replayer replayer(policy::compile_policy(std::move(*loaded.policy)), policy::Mode::host);
+    replayer.split_into(allowed, denied);
+    replayer.replay(capture);
+  }
+  // The client's packets are refused; the server's never come, but in a capture they are there, and they
+  // belong to a denied flow too.
+  EXPECT_EQ(packets_in(allowed), 0u);
+  EXPECT_EQ(packets_in(denied), total);
+  {
+    Replayer replayer(nullptr, policy::Mode::host);
+    replayer.split_into(allowed, "");
+    replayer.replay(capture);
+  }
+  EXPECT_EQ(packets_in(allowed), total);
+  std::remove(allowed.c_str());
+  std::remove(denied.c_str());
 }
 
 TEST(Replayer, ACaptureThatCannotBeReadIsAnErrorThatNamesIt) {
