@@ -28,10 +28,6 @@ using punt::FlowIdentity;
 constexpr uint8_t kTcp = 6;
 constexpr uint8_t kUdp = 17;
 constexpr uint32_t kStreamLimit = 20 * 1024;
-// What the daemon's bounds default to (punt::PuntSettings): replay holds flows as `run` would.
-constexpr uint32_t kFlowHoldBytes = 64 * 1024;
-constexpr uint32_t kPuntRate = 2000;
-constexpr uint32_t kPuntBurst = 4000;
 
 std::shared_ptr<const policy::CompiledPolicy> allow_everything() {
   policy::LoadResult loaded = policy::load_policy("version: 1\ndefaults: {action: allow}\n", "(no policy)");
@@ -73,13 +69,51 @@ struct KeyLess {
   }
 };
 
+class UserspaceDataPlane final : public ReplayDataPlane {
+ public:
+  explicit UserspaceDataPlane(dataplane::PolicyTables tables) : tables_(tables), path_(std::move(tables)) {}
+
+  void reset() override { path_ = dataplane::UserspaceDataPath(tables_); }
+  void set_clock(uint64_t capture_ns) override {
+    path_.set_now_ns(capture_ns);
+    path_.set_punt_config({.heartbeat_ns = capture_ns,
+                           .flow_hold_bytes = kReplayFlowHoldBytes,
+                           .rate_per_sec = kReplayPuntRate,
+                           .burst = kReplayPuntBurst,
+                           .pad = 0});
+  }
+  PlaneOutcome inside(std::span<const uint8_t> frame) override { return outcome(path_.inside(frame)); }
+  PlaneOutcome outside(std::span<const uint8_t> frame) override { return outcome(path_.outside(frame)); }
+  std::optional<pc_flow> flow(const pc_flow_key& key) override {
+    const pc_flow* found = path_.flow(key);
+    return found != nullptr ? std::optional<pc_flow>(*found) : std::nullopt;
+  }
+  bool set_verdict(const pc_flow_key& key, uint8_t verdict, uint32_t rule_id, uint32_t reason) override {
+    return path_.set_verdict(key, verdict, rule_id, reason);
+  }
+
+ private:
+  static PlaneOutcome outcome(const dataplane::PacketOutcome& out) {
+    return {out.action == dataplane::kActionPass, out.action == dataplane::kActionPunt};
+  }
+
+  dataplane::PolicyTables tables_;
+  dataplane::UserspaceDataPath path_;
+};
+
 }  // namespace
 
-// One capture's replay: its own data path and flows.
+std::unique_ptr<ReplayDataPlane> make_userspace_data_plane(dataplane::PolicyTables tables) {
+  return std::make_unique<UserspaceDataPlane>(std::move(tables));
+}
+
+// One capture's replay: its flows, over the replayer's data plane (reset for it).
 class Replayer::Capture {
  public:
-  Capture(const Replayer& owner, std::string name)
-      : owner_(owner), name_(std::move(name)), path_(dataplane::build_policy_tables(*owner.policy_, owner.mode_, 1)) {}
+  Capture(const Replayer& owner, std::string name, ReplayDataPlane& plane)
+      : owner_(owner), name_(std::move(name)), path_(plane) {
+    path_.reset();
+  }
 
   void packet(const CapturedPacket& packet, ReplayStats& stats) {
     ++stats.packets;
@@ -90,9 +124,7 @@ class Replayer::Capture {
       return;
     }
     now_ = packet.timestamp_ns;
-    path_.set_now_ns(now_);
-    path_.set_punt_config(
-        {.heartbeat_ns = now_, .flow_hold_bytes = kFlowHoldBytes, .rate_per_sec = kPuntRate, .burst = kPuntBurst});
+    path_.set_clock(now_);
     const std::span<const uint8_t> frame = packet.frame;
     pc_packet pkt{};
     if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt) != PC_DROP_NONE) {
@@ -105,7 +137,7 @@ class Replayer::Capture {
     const bool own_flow = pkt.inner_family == PC_FAMILY_NONE && pc_flow_key_from_packet(&pkt, &key, &direction) == 0;
     if (!own_flow) {
       // A later fragment or an ICMP error: it follows a flow of its own, and is no flow to report.
-      fates_.push_back(path_.outside(frame).action == dataplane::kActionPass ? kPassed : kDropped);
+      fates_.push_back(path_.outside(frame).passed ? kPassed : kDropped);
       return;
     }
     auto [it, created] = flows_.try_emplace(key);
@@ -113,11 +145,11 @@ class Replayer::Capture {
     if (created) start_flow(flow, pkt);
     fates_.push_back(static_cast<uint32_t>(flow.order));
     const bool from_initiator = direction == flow.initiator;
-    const dataplane::PacketOutcome outcome = from_initiator ? path_.inside(frame) : path_.outside(frame);
+    const PlaneOutcome outcome = from_initiator ? path_.inside(frame) : path_.outside(frame);
     ++flow.report.packets;
     flow.report.bytes += packet.wire_length;
     if (!from_initiator) return;
-    if (outcome.action == dataplane::kActionPunt) flow.punted = true;
+    if (outcome.punted) flow.punted = true;
     identify(flow, pkt, frame);
     settle(key, flow);
   }
@@ -236,8 +268,8 @@ class Replayer::Capture {
   // Decides a punted flow once it has shown enough, or its time is up: as the daemon would.
   void settle(const pc_flow_key& key, Flow& flow) {
     if (!flow.punted || flow.decided) return;
-    const pc_flow* state = path_.flow(key);
-    if (state == nullptr || state->verdict != PC_VERDICT_PENDING) return;  // decided by the data plane itself
+    const std::optional<pc_flow> state = path_.flow(key);
+    if (!state || state->verdict != PC_VERDICT_PENDING) return;  // decided by the data plane itself
     if (flow.identity.state == FlowIdentity::State::need_more) {
       if (now_ < flow.deadline_ns) return;
       flow.decided = path_.set_verdict(key, PC_VERDICT_DENY, PC_RULE_NONE, PC_DROP_L7_TIMEOUT);
@@ -265,8 +297,8 @@ class Replayer::Capture {
       out.l7 = std::string(policy::to_string(flow.identity.l7));
       out.name = flow.identity.name;
     }
-    const pc_flow* state = path_.flow(key);
-    if (state == nullptr) {
+    const std::optional<pc_flow> state = path_.flow(key);
+    if (!state) {
       out.verdict = "deny";  // never stored: a spoofed source in gateway mode
       out.reason = "source-not-in-group";
       return;
@@ -290,7 +322,7 @@ class Replayer::Capture {
 
   const Replayer& owner_;
   std::string name_;
-  dataplane::UserspaceDataPath path_;
+  ReplayDataPlane& path_;
   parsers::QuicInitialDecryptor decryptor_;
   static constexpr uint32_t kPassed = 0xfffffffe;   // fates_: a packet of no flow, passed
   static constexpr uint32_t kDropped = 0xffffffff;  // ... dropped
@@ -300,14 +332,20 @@ class Replayer::Capture {
   uint64_t now_ = 0;
 };
 
-Replayer::Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode)
-    : policy_(policy ? std::move(policy) : allow_everything()), mode_(mode) {}
+Replayer::Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode,
+                   ReplayDataPlaneFactory factory)
+    : policy_(policy ? std::move(policy) : allow_everything()), mode_(mode), factory_(std::move(factory)) {}
+
+ReplayDataPlane& Replayer::plane() {
+  if (!plane_) plane_ = factory_(dataplane::build_policy_tables(*policy_, mode_, 1));
+  return *plane_;
+}
 
 Replayer::~Replayer() = default;
 
 void Replayer::replay(const std::string& path) {
   std::unique_ptr<CaptureReader> reader = CaptureReader::open(path);
-  Capture capture(*this, path);
+  Capture capture(*this, path, plane());
   while (const std::optional<CapturedPacket> packet = reader->next()) capture.packet(*packet, stats_);
   if (!reader->error().empty()) stats_.errors.push_back(path + ": " + reader->error());
   const size_t first_report = flows_.size();
@@ -365,7 +403,7 @@ void Replayer::split(const std::string& path, const std::vector<bool>& allowed) 
 
 void Replayer::replay(std::FILE* file, const std::string& name) {
   std::unique_ptr<CaptureReader> reader = CaptureReader::open(file, name);
-  Capture capture(*this, name);
+  Capture capture(*this, name, plane());
   while (const std::optional<CapturedPacket> packet = reader->next()) capture.packet(*packet, stats_);
   if (!reader->error().empty()) stats_.errors.push_back(name + ": " + reader->error());
   capture.finish(flows_);  // a capture from memory is not split

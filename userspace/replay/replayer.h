@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "policy/compiled_policy.h"
+#include "replay/replay_data_plane.h"
 
 struct pcap;
 struct pcap_dumper;
@@ -50,8 +51,10 @@ struct ReplayStats {
 
 class Replayer {
  public:
-  // Without a policy every flow is allowed and only identified.
-  Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode);
+  // Without a policy every flow is allowed and only identified. The data plane is the userspace build of the
+  // data path unless `factory` makes another (make_kernel_data_plane: the BPF programs).
+  Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode,
+           ReplayDataPlaneFactory factory = make_userspace_data_plane);
   ~Replayer();
   Replayer(const Replayer&) = delete;
   Replayer& operator=(const Replayer&) = delete;
@@ -85,10 +88,13 @@ class Replayer {
     Split& operator=(const Split&) = delete;
   };
   void split(const std::string& path, const std::vector<bool>& allowed);
+  ReplayDataPlane& plane();  // made on first use, for every capture
 
   std::unique_ptr<Split> split_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   policy::Mode mode_;
+  ReplayDataPlaneFactory factory_;
+  std::unique_ptr<ReplayDataPlane> plane_;
   std::vector<FlowReport> flows_;
   ReplayStats stats_;
 };
