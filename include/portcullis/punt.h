@@ -58,7 +58,7 @@ PC_STATIC_ASSERT(sizeof(struct pc_punt_header) == 24, "pc_punt_header layout is 
 struct pc_punt_config {
 	__u64 heartbeat_ns;    /* CLOCK_MONOTONIC of the daemon's last sign of life */
 	__u32 flow_hold_bytes; /* held bytes a pending flow may have; past them it is denied */
-	__u32 rate_per_sec;    /* punts per second per source address (token bucket refill) */
+	__u32 rate_per_sec;    /* punts per second per source address (token bucket refill), at most 1e9 */
 	__u32 burst;           /* bucket size */
 	__u32 pad;
 };

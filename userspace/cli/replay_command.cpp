@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "policy/compiled_policy.h"
 #include "policy/policy_loader.h"
+#include "replay/kernel_data_plane.h"
 #include "replay/replayer.h"
 
 namespace portcullis::cli {
@@ -26,6 +27,7 @@ struct ReplayOptions {
   std::vector<std::string> captures;
   std::string write_allowed;
   std::string write_denied;
+  bool kernel = false;
 };
 
 Json flow_json(const replay::FlowReport& flow) {
@@ -73,7 +75,9 @@ int replay(const ReplayOptions& options) {
     if (failed || !loaded.policy) return 1;
     compiled = policy::compile_policy(std::move(*loaded.policy));
   }
-  replay::Replayer replayer(compiled, options.mode == "gateway" ? policy::Mode::gateway : policy::Mode::host);
+  replay::Replayer replayer(compiled, options.mode == "gateway" ? policy::Mode::gateway : policy::Mode::host,
+                            options.kernel ? replay::ReplayDataPlaneFactory(replay::make_kernel_data_plane)
+                                           : replay::ReplayDataPlaneFactory(replay::make_userspace_data_plane));
   if (!options.write_allowed.empty() || !options.write_denied.empty()) {
     replayer.split_into(options.write_allowed, options.write_denied);
   }
@@ -111,6 +115,9 @@ Runner add_replay_command(CLI::App& app) {
       ->check(CLI::IsMember({"host", "gateway"}));
   command->add_option("--format", options->format, "text (default) or json (one object per flow and line)")
       ->check(CLI::IsMember({"text", "json"}));
+  command->add_flag("--kernel", options->kernel,
+                    "feed every packet to the loaded BPF programs (BPF_PROG_TEST_RUN) instead of their userspace "
+                    "build; root");
   command->add_option("--write-allowed", options->write_allowed,
                       "write the packets the policy lets through to FILE (pcap, the first capture's link type)");
   command->add_option("--write-denied", options->write_denied, "write the packets it refuses to FILE");

@@ -483,9 +483,12 @@ Runner add_run_command(CLI::App& app) {
       ->add_option("--hold-bytes", options->punt.total_hold_bytes,
                    "bytes held over every waiting flow before new ones are denied (default 64 MiB)")
       ->check(CLI::Range(uint64_t{1} << 16, uint64_t{1} << 34));
-  command->add_option("--punt-rate", options->punt.rate_per_sec,
-                      "frames per second one source may send to the daemon, sustained (default 2000)");
-  command->add_option("--punt-burst", options->punt.burst, "... and in a burst (default 4000)");
+  command
+      ->add_option("--punt-rate", options->punt.rate_per_sec,
+                   "frames per second one source may send to the daemon, sustained (default 2000)")
+      ->check(CLI::Range(1u, 1000000000u));
+  command->add_option("--punt-burst", options->punt.burst, "... and in a burst (default 4000)")
+      ->check(CLI::Range(1u, 0xffffffffu));
   return [options]() { return RunCommand(*options).run(); };
 }
 

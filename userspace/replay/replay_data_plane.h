@@ -35,10 +35,11 @@ class ReplayDataPlane {
 
 using ReplayDataPlaneFactory = std::function<std::unique_ptr<ReplayDataPlane>(dataplane::PolicyTables tables)>;
 
-// The punt bounds replay holds flows with: `run`'s defaults.
+// The punt bounds replay holds flows with: `run`'s default per flow; no rate limit, which is an operational
+// bound that a capture read at full speed (the kernel's clock) would trip where live traffic does not.
 inline constexpr uint32_t kReplayFlowHoldBytes = 64 * 1024;
-inline constexpr uint32_t kReplayPuntRate = 2000;
-inline constexpr uint32_t kReplayPuntBurst = 4000;
+inline constexpr uint32_t kReplayPuntRate = 1000000000;  // the most pc_punt_bucket_take can count
+inline constexpr uint32_t kReplayPuntBurst = 0xffffffff;
 
 std::unique_ptr<ReplayDataPlane> make_userspace_data_plane(dataplane::PolicyTables tables);
 
