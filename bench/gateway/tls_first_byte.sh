@@ -42,7 +42,8 @@ stop_portcullis() {
   if [ -n "$pc_pid" ]; then kill -TERM "$pc_pid" 2>/dev/null || true; wait "$pc_pid" 2>/dev/null || true; fi
   pc_pid=""
 }
-trap 'stop_portcullis; rm -rf "$pin_dir"' EXIT
+# Before the topology's own cleanup (topo_trap), which this trap takes over and then runs.
+trap 'rc=$?; stop_portcullis; rm -rf "$pin_dir"; _topo_on_exit "$rc"' EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
   -days 1 -subj /CN=allowed.test 2>/dev/null

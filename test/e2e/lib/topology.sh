@@ -414,7 +414,7 @@ topo_destroy() {
   done
   TOPO_NAMESPACES=()
   for i in "${TOPO_RESOLV_DIRS[@]}"; do
-    rm -f "$i/resolv.conf"
+    rm -f "$i/resolv.conf" "$i/hosts"
     rmdir "$i" 2>/dev/null || true
   done
   TOPO_RESOLV_DIRS=()
