@@ -104,6 +104,13 @@ quic_get() {  # quic_get NAME [gtlsclient options]: index.html over HTTP/3 arriv
   cmp -s "$dl/index.html" "$htdocs/index.html"
 }
 
+# Gateway mode: what the client sent and got, recorded on its side, for replay to decide again below. (In host
+# mode a capture on the uplink misses the frames portcullis holds there.)
+client_pcap=$TOPO_LOG_DIR/client.pcap
+if [ "$mode" = gateway ]; then
+  topo_start client capture tcpdump -U --immediate-mode -B 65536 -i "$CLIENT_IF" -w "$client_pcap" 'ip or ip6'
+  sleep 0.5
+fi
 pc_start "$fw_ns" names --policy "$src_dir/test/e2e/policies/names.yaml" "${run_args[@]}"
 
 echo "== allowed names pass, and need no retransmission ($mode mode)"
@@ -189,6 +196,20 @@ expect_log "other by default" '"name":"other.test"' '"verdict":"deny"' '"reason"
 expect_log "HTTP bytes on a tls rule" '"dport":9443' '"l7":"http"' '"verdict":"deny"' '"reason":"denied-by-default"'
 expect_log "no banner" '"dport":22' '"l7":"none"' '"verdict":"deny"' '"reason":"l7-mismatch"'
 expect_log "timeout" '"verdict":"deny"' '"reason":"l7-timeout"'
+
+if [ "$mode" = gateway ]; then
+  echo "== replay of the client's capture decides every flow as the live run did"
+  sleep 0.5
+  topo_stop capture
+  # proto src sport dst dport l7 name verdict rule, from the live log and from replay's JSON lines.
+  flow_fields='s/.*"proto":"\([^"]*\)","src":"\([^"]*\)","sport":\([^,]*\),"dst":"\([^"]*\)","dport":\([^,]*\),.*"l7":"\([^"]*\)","name":\([^,]*\),"verdict":"\([^"]*\)","rule":\([^,]*\),.*/\1 \2 \3 \4 \5 \6 \7 \8 \9/p'
+  live=$(grep '"event":"verdict"' "$PC_LOG" | grep -v '"reason":"no-daemon"' | sed -n "$flow_fields" | sort -u)
+  replayed=$("$PC_BIN" replay --policy "$src_dir/test/e2e/policies/names.yaml" --mode gateway --format json \
+    "$client_pcap" 2>/dev/null | sed -n "$flow_fields" | sort -u)
+  expect_ok "the capture holds the run's flows" test "$(wc -l <<<"$live")" -ge 20
+  missing=$(comm -23 <(echo "$live") <(echo "$replayed"))
+  expect_eq "every live verdict, replayed (flows whose verdict differs or that replay lacks)" "$missing" ""
+fi
 
 echo "== no daemon: pending flows are denied (fail closed)"
 pc_stop KILL

@@ -293,10 +293,9 @@ class Replayer::Capture {
 
   void report(const pc_flow_key& key, Flow& flow) {
     FlowReport& out = flow.report;
-    if (flow.identity.state != FlowIdentity::State::need_more) {
-      out.l7 = std::string(policy::to_string(flow.identity.l7));
-      out.name = flow.identity.name;
-    }
+    // What the flow showed, if only the start of it (a ClientHello cut short is still TLS), as the daemon logs it.
+    out.l7 = std::string(policy::to_string(flow.identity.l7));
+    out.name = flow.identity.name;
     const std::optional<pc_flow> state = path_.flow(key);
     if (!state) {
       out.verdict = "deny";  // never stored: a spoofed source in gateway mode
