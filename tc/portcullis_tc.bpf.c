@@ -63,7 +63,7 @@ static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_
 }
 
 /* Copies the frame into the punt ring and holds it: returns PC_DROP_NONE, or why it could not. */
-__noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u32 egress, __u32 gso)
+__noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u32 path, __u32 gso)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct pc_punt_scratch *scratch = bpf_map_lookup_elem(&pc_punt_scratch, &cpu);
@@ -84,7 +84,7 @@ __noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u
 	scratch->header.len = copy;
 	scratch->header.gso_size = gso & 0xffff;
 	scratch->header.gso_segs = gso >> 16;
-	scratch->header.path = egress ? PC_PUNT_EGRESS : PC_PUNT_INGRESS;
+	scratch->header.path = path;
 	if (bpf_ringbuf_output(&pc_punts, scratch, sizeof(scratch->header) + copy, 0) != 0)
 		return PC_DROP_PUNT_QUEUE_FULL;
 	pc_state_count(PC_COUNTER_PUNTED);
@@ -129,7 +129,7 @@ int portcullis_inside(struct __sk_buff *skb)
 	struct pc_outcome out = pc_datapath_inside(&pkt, len, &key);
 
 	if (out.action == PC_PUNT) {
-		reason = pc_tc_punt(skb, len, ifindex, egress, gso);
+		reason = pc_tc_punt(skb, len, ifindex, egress ? PC_PUNT_EGRESS : PC_PUNT_INGRESS, gso);
 		if (reason == PC_DROP_NONE)
 			return pc_tc_steal();
 		out = pc_punt_failed(&pkt, &key, reason);
@@ -148,6 +148,7 @@ int portcullis_reinject(struct __sk_buff *skb)
 SEC("tc")
 int portcullis_outside(struct __sk_buff *skb)
 {
+	const __u32 ifindex = skb->ifindex;
 	const __u32 len = skb->len;
 	struct pc_packet pkt;
 
@@ -163,7 +164,14 @@ int portcullis_outside(struct __sk_buff *skb)
 		pc_state_count(reason);
 		return TC_ACT_SHOT;
 	}
-	return pc_datapath_outside(&pkt, len).action == PC_PASS ? TC_ACT_OK : TC_ACT_SHOT;
+	struct pc_outcome out = pc_datapath_outside(&pkt, len);
+
+	if (out.action == PC_MIRROR) {
+		/* A copy for the daemon; the answer goes on whether or not the ring had room. */
+		pc_tc_punt(skb, len, ifindex, PC_PUNT_ANSWER, 0);
+		return TC_ACT_OK;
+	}
+	return out.action == PC_PASS ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

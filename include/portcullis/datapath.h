@@ -41,6 +41,7 @@ enum pc_action_kind {
 	PC_DROP = 1,
 	PC_REJECT = 2, /* drop, and answer with a TCP RST or an ICMP administratively-prohibited */
 	PC_PUNT = 3,   /* copy the frame to the daemon and hold it: the flow waits for its name */
+	PC_MIRROR = 4, /* pass, and copy the frame to the daemon (a DNS answer: it learns bindings) */
 };
 
 struct pc_outcome {
@@ -432,6 +433,13 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
 		/* A pending flow's server answers the handshake, and may speak first (SSH, SMTP): its
 		 * packets pass while the client's first bytes are read. */
+		if (flow->verdict == PC_VERDICT_ALLOW && pkt->sport == PC_DNS_PORT &&
+		    (pkt->proto == 6 || pkt->proto == 17) && pkt->payload_len > 0) {
+			struct pc_outcome mirror = {.action = PC_MIRROR, .reason = PC_DROP_NONE};
+
+			pc_state_count(PC_COUNTER_PASS);
+			return mirror;
+		}
 		if (flow->verdict != PC_VERDICT_DENY)
 			return pc_pass();
 		return pc_drop(flow->reason);

@@ -14,6 +14,10 @@
  *     through TC egress (host), so the data plane meets the installed deny and answers the client with
  *     its reject.
  *
+ * DNS answers (from port 53 of an allowed flow) are copied into the same ring and pass on: the daemon reads
+ * the names they bind to addresses before any frame the client sends after the answer, since both go through
+ * the one ring in order.
+ *
  * Bounds, all fail-closed: a flow whose held bytes would pass pc_punt_config.flow_hold_bytes, a source
  * punting faster than its token bucket allows, a punt ring without room, a frame larger than the punt
  * buffer, or a daemon whose heartbeat is older than PC_DAEMON_STALE_NS: the flow is denied and the reason
@@ -41,6 +45,7 @@
 enum pc_punt_path {
 	PC_PUNT_INGRESS = 0, /* gateway: taken at the inside interface's ingress */
 	PC_PUNT_EGRESS = 1,  /* host: taken at the uplink's egress */
+	PC_PUNT_ANSWER = 2,  /* a copy of a DNS answer on its way in (not held): the daemon learns bindings */
 };
 
 struct pc_punt_header {

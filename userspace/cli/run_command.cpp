@@ -133,6 +133,9 @@ Json punt_json(const punt::PuntStats& stats) {
   out["send_errors"] = stats.send_errors;
   out["decided"] = stats.decided;
   out["timeouts"] = stats.timeouts;
+  out["dns_answers"] = stats.dns_answers;
+  out["dns_malformed"] = stats.dns_malformed;
+  out["dns_bindings"] = stats.dns_bindings;
   out["pending_flows"] = stats.pending_flows;
   out["held_bytes"] = stats.held_bytes;
   Json latency;

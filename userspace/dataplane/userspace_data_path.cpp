@@ -39,7 +39,8 @@ static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt);
 
 namespace portcullis::dataplane {
 
-static_assert(kActionPass == PC_PASS && kActionDrop == PC_DROP && kActionReject == PC_REJECT && kActionPunt == PC_PUNT);
+static_assert(kActionPass == PC_PASS && kActionDrop == PC_DROP && kActionReject == PC_REJECT &&
+              kActionPunt == PC_PUNT && kActionMirror == PC_MIRROR);
 
 namespace {
 

@@ -37,6 +37,7 @@ inline constexpr uint8_t kActionPass = 0;    // PC_PASS
 inline constexpr uint8_t kActionDrop = 1;    // PC_DROP
 inline constexpr uint8_t kActionReject = 2;  // PC_REJECT: the kernel answers with a RST or an ICMP error
 inline constexpr uint8_t kActionPunt = 3;    // PC_PUNT: the frame goes to the daemon and is held
+inline constexpr uint8_t kActionMirror = 4;  // PC_MIRROR: the frame passes, and a copy goes to the daemon
 
 struct PacketOutcome {
   uint8_t action = kActionPass;

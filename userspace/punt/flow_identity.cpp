@@ -122,7 +122,7 @@ FlowIdentity identify_quic(const parsers::QuicClientHelloResult& result) {
 }
 
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
-                                   const PendingFlowFacts& flow, const FlowIdentity& identity) {
+                                   const PendingFlowFacts& flow, const FlowIdentity& identity, bool name_bound) {
   PendingVerdict verdict;
   if (identity.state == FlowIdentity::State::malformed) {
     verdict.reason = PC_DROP_L7_MALFORMED;
@@ -151,8 +151,8 @@ PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy:
   // What the flow claims, taken at its word: a deny of the name it shows holds without any binding.
   query.name_bound = true;
   const policy::Decision claimed = policy.evaluate(query, mode);
-  // What it is allowed: no DNS binding is known to the daemon yet, so a name match that needs one fails.
-  query.name_bound = false;
+  // What it is allowed: a name match that needs a DNS binding holds only with one.
+  query.name_bound = name_bound;
   const policy::Decision decision = policy.evaluate(query, mode);
   const bool denied_by_rule = claimed.verdict == policy::Action::deny && claimed.reason == policy::DecisionReason::rule;
   const policy::Decision& deciding = denied_by_rule ? claimed : decision;

@@ -59,10 +59,11 @@ struct PendingVerdict {
 };
 
 // The verdict for a flow that showed `identity` (identified or unknown; need_more is the caller's to wait
-// out). Name rules hold only with a DNS binding when sni_ip_binding is dns, and no binding is known yet: such
-// a match is denied as no-dns-binding, fail closed. QUIC of an unreadable version is allowed or denied as
+// out). Name rules hold only with a DNS binding when sni_ip_binding is dns: a match without one is denied as
+// no-dns-binding. QUIC of an unreadable version is allowed or denied as
 // defaults.quic_unknown_version says, with no rule: its name cannot be known.
+// `name_bound`: DNS bound the flow's destination address to the name it shows (DnsBindings).
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
-                                   const PendingFlowFacts& flow, const FlowIdentity& identity);
+                                   const PendingFlowFacts& flow, const FlowIdentity& identity, bool name_bound = false);
 
 }  // namespace portcullis::punt

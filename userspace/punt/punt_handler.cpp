@@ -89,6 +89,8 @@ PuntHandler::~PuntHandler() {
 void PuntHandler::set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation) {
   policy_ = std::move(policy);
   generation_ = generation;
+  const policy::DnsSettings& dns = policy_->policy().dns;
+  bindings_.set_limits({.min_ttl = dns.min_ttl, .max_ttl = dns.max_ttl, .max_bindings = 1 << 18});
 }
 
 int PuntHandler::fd() const {
@@ -185,6 +187,15 @@ PuntHandler::PendingFlow& PuntHandler::pending_flow(const pc_flow_key& key, cons
 }
 
 void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t> frame) {
+  if (header.path == PC_PUNT_ANSWER) {
+    // A copy of a DNS answer on its way to a client: what it binds holds for the client's next flows, which
+    // come through this ring after it.
+    if (!policy_) return;
+    const std::optional<size_t> made = learn_from_answer(bindings_, *policy_, frame, monotonic_ns());
+    ++(made ? stats_.dns_answers : stats_.dns_malformed);
+    stats_.dns_bindings = bindings_.size();
+    return;
+  }
   ++stats_.frames;
   pc_packet pkt{};
   pc_flow_key key{};
@@ -285,7 +296,9 @@ bool PuntHandler::add_segment(PendingFlow& flow, const pc_packet& pkt, std::span
 
 void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity) {
   if (!policy_) return deny(key, flow, PC_DROP_DENIED_BY_DEFAULT, identity);
-  const PendingVerdict verdict = decide_pending_flow(*policy_, mode_, flow.facts, identity);
+  const bool name_bound = identity.name && bindings_.bound(policy_->group_of(flow.facts.src), *identity.name,
+                                                           flow.facts.dst, monotonic_ns());
+  const PendingVerdict verdict = decide_pending_flow(*policy_, mode_, flow.facts, identity, name_bound);
   const uint32_t rule_id =
       verdict.rule != nullptr ? static_cast<uint32_t>(verdict.rule - policy_->rules().data()) : PC_RULE_NONE;
   const uint32_t scope = verdict.group ? static_cast<uint32_t>(*verdict.group + 1) : PC_SCOPE_TOP_LEVEL;
@@ -415,6 +428,8 @@ void PuntHandler::tick() {
     deny(key, flow, PC_DROP_L7_TIMEOUT, identity);
   }
   std::erase_if(decided_, [now](const auto& entry) { return entry.second.forget_ns <= now; });
+  bindings_.expire(now);
+  stats_.dns_bindings = bindings_.size();
 }
 
 void PuntHandler::write_config(uint64_t now) {

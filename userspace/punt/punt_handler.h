@@ -27,6 +27,7 @@
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
 #include "portcullis/punt.h"
+#include "punt/dns_bindings.h"
 #include "punt/flow_identity.h"
 #include "punt/reinjector.h"
 
@@ -50,6 +51,9 @@ struct PuntStats {
   uint64_t send_errors = 0;    // reinjections the kernel refused
   uint64_t decided = 0;        // flows decided here
   uint64_t timeouts = 0;       // flows denied for showing nothing in time
+  uint64_t dns_answers = 0;    // DNS answers read
+  uint64_t dns_malformed = 0;  // copies from port 53 that were no DNS answer that parses
+  uint64_t dns_bindings = 0;   // name-to-address bindings held now
   uint64_t held_bytes = 0;     // now
   uint64_t pending_flows = 0;  // now
   // Time from the data plane punting a flow's first frame to its verdict being installed, in microseconds:
@@ -76,6 +80,7 @@ class PuntHandler {
   PuntHandler& operator=(const PuntHandler&) = delete;
 
   void set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation);
+  const DnsBindings& bindings() const { return bindings_; }
 
   int fd() const;  // readable (epoll) when punted frames wait
   void consume();  // every waiting frame
@@ -147,6 +152,7 @@ class PuntHandler {
   Logger logger_;
   Reinjector reinjector_;
   parsers::QuicInitialDecryptor quic_decryptor_;  // shared by every QUIC flow: keeps recent keys
+  DnsBindings bindings_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   uint32_t generation_ = 0;
   std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;

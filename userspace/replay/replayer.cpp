@@ -17,6 +17,7 @@
 #include "portcullis/compat.h"
 #include "portcullis/drop_reasons.h"
 #include "portcullis/parse.h"
+#include "punt/dns_bindings.h"
 #include "punt/flow_identity.h"
 #include "replay/capture_reader.h"
 
@@ -94,7 +95,8 @@ class UserspaceDataPlane final : public ReplayDataPlane {
 
  private:
   static PlaneOutcome outcome(const dataplane::PacketOutcome& out) {
-    return {out.action == dataplane::kActionPass, out.action == dataplane::kActionPunt};
+    return {out.action == dataplane::kActionPass || out.action == dataplane::kActionMirror,
+            out.action == dataplane::kActionPunt};
   }
 
   dataplane::PolicyTables tables_;
@@ -113,6 +115,8 @@ class Replayer::Capture {
   Capture(const Replayer& owner, std::string name, ReplayDataPlane& plane)
       : owner_(owner), name_(std::move(name)), path_(plane) {
     path_.reset();
+    const policy::DnsSettings& dns = owner.policy_->policy().dns;
+    bindings_.set_limits({.min_ttl = dns.min_ttl, .max_ttl = dns.max_ttl, .max_bindings = 1 << 18});
   }
 
   void packet(const CapturedPacket& packet, ReplayStats& stats) {
@@ -148,7 +152,13 @@ class Replayer::Capture {
     const PlaneOutcome outcome = from_initiator ? path_.inside(frame) : path_.outside(frame);
     ++flow.report.packets;
     flow.report.bytes += packet.wire_length;
-    if (!from_initiator) return;
+    if (!from_initiator) {
+      // A DNS answer binds names to addresses, as the data plane's copy of it does live.
+      if (pkt.sport == PC_DNS_PORT && pkt.proto == kUdp && outcome.passed) {
+        (void)punt::learn_from_answer(bindings_, *owner_.policy_, frame, now_);
+      }
+      return;
+    }
     if (outcome.punted) flow.punted = true;
     identify(flow, pkt, frame);
     settle(key, flow);
@@ -281,8 +291,10 @@ class Replayer::Capture {
     if (flow.conflict) {
       reason = PC_DROP_STREAM_CONFLICT;
     } else {
+      const bool name_bound = flow.identity.name && bindings_.bound(owner_.policy_->group_of(flow.facts.src),
+                                                                    *flow.identity.name, flow.facts.dst, now_);
       const punt::PendingVerdict verdict =
-          punt::decide_pending_flow(*owner_.policy_, owner_.mode_, flow.facts, flow.identity);
+          punt::decide_pending_flow(*owner_.policy_, owner_.mode_, flow.facts, flow.identity, name_bound);
       allow = verdict.allow;
       reason = verdict.reason;
       if (verdict.rule != nullptr) rule_id = static_cast<uint32_t>(verdict.rule - owner_.policy_->rules().data());
@@ -322,6 +334,7 @@ class Replayer::Capture {
   const Replayer& owner_;
   std::string name_;
   ReplayDataPlane& path_;
+  punt::DnsBindings bindings_;
   parsers::QuicInitialDecryptor decryptor_;
   static constexpr uint32_t kPassed = 0xfffffffe;   // fates_: a packet of no flow, passed
   static constexpr uint32_t kDropped = 0xffffffff;  // ... dropped

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# End-to-end: with sni_ip_binding: dns (the default), a flow allowed by the name it shows must go to an address
+# DNS gave that name. dnsmasq in inet answers A, AAAA and a CNAME chain; the gateway's data plane copies the
+# answers to the daemon, which binds the names (every name of a chain) to their addresses. curl then reaches
+# allowed.test over IPv4 and IPv6 and alias.test (a CNAME), and `curl --resolve allowed.test:443:<another
+# address>` (SNI spoofing) and a name never resolved are denied as no-dns-binding.
+# Usage: dns_binding_test.sh SOURCE_DIR BUILD_DIR   (root; exit 77 = skipped)
+set -euo pipefail
+src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
+build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR}
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIP: needs root (network namespaces, BPF)"
+  exit 77
+fi
+for tool in ip openssl curl dnsmasq dig setsid timeout nsenter; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "SKIP: $tool is missing (scripts/setup installs it)"
+    exit 77
+  fi
+done
+
+# shellcheck source=lib/topology.sh
+. "$src_dir/test/e2e/lib/topology.sh"
+# shellcheck source=lib/portcullis.sh
+. "$src_dir/test/e2e/lib/portcullis.sh"
+PC_BIN=$build_dir/userspace/portcullis
+pc_trap
+topo_create
+policy=$src_dir/test/e2e/policies/dns_binding.yaml
+
+cert=$TOPO_LOG_DIR/cert.pem key=$TOPO_LOG_DIR/key.pem
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$key" -out "$cert" -days 1 -subj /CN=allowed.test 2>/dev/null
+for addr in "$INET_ALLOWED_V4" "$INET_EVIL_V4"; do
+  topo_start inet "tls-$addr" openssl s_server -accept "$addr:443" -cert "$cert" -key "$key" -www -quiet
+  topo_wait_port inet tcp "$addr" 443
+done
+topo_start inet tls-v6 openssl s_server -accept "[$INET_ALLOWED_V6]:443" -cert "$cert" -key "$key" -www -quiet
+topo_wait_port inet tcp "$INET_ALLOWED_V6" 443
+topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces \
+  --listen-address="$INET_DNS_V4" --listen-address="$INET_DNS_V6" --log-queries --log-facility=- \
+  --address="/allowed.test/$INET_ALLOWED_V4" --address="/allowed.test/$INET_ALLOWED_V6" \
+  --host-record="cdn.test,$INET_ALLOWED_V4" --cname=alias.test,cdn.test
+topo_wait_port inet udp "$INET_DNS_V4" 53
+topo_set_resolver client "$INET_DNS_V4"
+
+https_get() {  # https_get URL [curl options]: the status code
+  local url=$1
+  shift
+  in_ns client curl -sk --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' "$@" "$url" || true
+}
+
+pc_start gw dns --policy "$policy" --mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE"
+
+echo "== names DNS bound pass"
+expect_eq "a name never resolved is refused" "$(https_get https://allowed.test/ --resolve "allowed.test:443:$INET_ALLOWED_V4")" 000
+expect_log "... as no-dns-binding" '"name":"allowed.test"' '"verdict":"deny"' '"reason":"no-dns-binding"'
+expect_match "the resolver answers" "$(in_ns client dig +short +time=2 allowed.test A)" "^$INET_ALLOWED_V4$"
+expect_eq "https to allowed.test, resolved through DNS" "$(https_get https://allowed.test/ -4)" 200
+expect_eq "https to allowed.test over IPv6 (AAAA)" "$(https_get https://allowed.test/ -6)" 200
+expect_eq "https to alias.test, a CNAME to cdn.test" "$(https_get https://alias.test/)" 200
+expect_log "allowed by name, bound" '"name":"allowed.test"' '"verdict":"allow"' '"rule":"allowed"'
+expect_log "alias allowed through its chain" '"name":"alias.test"' '"verdict":"allow"' '"rule":"alias"'
+
+echo "== SNI spoofing is denied"
+expect_eq "allowed.test's name to evil.test's address" \
+  "$(https_get https://allowed.test/ --resolve "allowed.test:443:$INET_EVIL_V4")" 000
+expect_log "... as no-dns-binding" '"dst":"198.18.0.20"' '"name":"allowed.test"' '"reason":"no-dns-binding"'
+
+pc_stop
+expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9]'
+report

@@ -1,0 +1,90 @@
+// DNS bindings: what an answer binds, to whom, for how long, and within what bound.
+#include "punt/dns_bindings.h"
+
+#include <gtest/gtest.h>
+
+#include "policy/policy_loader.h"
+#include "support/packet_builder.h"
+
+namespace portcullis::punt {
+namespace {
+
+constexpr uint64_t kSecond = 1'000'000'000ULL;
+
+policy::IpAddress ip(const char* text) {
+  return *policy::IpAddress::parse(text);
+}
+
+TEST(DnsBindings, ABindingHoldsForItsClampedTtlAndOnlyForItsGroup) {
+  DnsBindings bindings({.min_ttl = 30, .max_ttl = 600, .max_bindings = 100});
+  bindings.bind(0, {"alias.test", "cdn.test"}, ip("198.18.0.10"), 5, 100 * kSecond);
+  // Every name of the chain, the one address, the one group.
+  EXPECT_TRUE(bindings.bound(0, "alias.test", ip("198.18.0.10"), 100 * kSecond));
+  EXPECT_TRUE(bindings.bound(0, "cdn.test", ip("198.18.0.10"), 100 * kSecond));
+  EXPECT_FALSE(bindings.bound(0, "alias.test", ip("198.18.0.20"), 100 * kSecond));
+  EXPECT_FALSE(bindings.bound(1, "alias.test", ip("198.18.0.10"), 100 * kSecond));
+  EXPECT_FALSE(bindings.bound(std::nullopt, "alias.test", ip("198.18.0.10"), 100 * kSecond));
+  // A TTL of 5 s lives min_ttl (30 s).
+  EXPECT_TRUE(bindings.bound(0, "alias.test", ip("198.18.0.10"), 129 * kSecond));
+  EXPECT_FALSE(bindings.bound(0, "alias.test", ip("198.18.0.10"), 131 * kSecond));
+  // A day-long TTL lives max_ttl.
+  bindings.bind(0, {"long.test"}, ip("2001:db8::10"), 86400, 0);
+  EXPECT_TRUE(bindings.bound(0, "long.test", ip("2001:db8::10"), 599 * kSecond));
+  EXPECT_FALSE(bindings.bound(0, "long.test", ip("2001:db8::10"), 601 * kSecond));
+  bindings.expire(601 * kSecond);
+  EXPECT_EQ(bindings.size(), 0u);
+}
+
+TEST(DnsBindings, PastTheBoundTheLeastRecentlyConfirmedGoes) {
+  DnsBindings bindings({.min_ttl = 30, .max_ttl = 600, .max_bindings = 2});
+  bindings.bind(0, {"a.test"}, ip("198.18.0.1"), 60, 0);
+  bindings.bind(0, {"b.test"}, ip("198.18.0.2"), 60, 0);
+  bindings.bind(0, {"a.test"}, ip("198.18.0.1"), 60, 1);  // confirmed again: now the youngest
+  bindings.bind(0, {"c.test"}, ip("198.18.0.3"), 60, 2);
+  EXPECT_EQ(bindings.size(), 2u);
+  EXPECT_TRUE(bindings.bound(0, "a.test", ip("198.18.0.1"), 3));
+  EXPECT_FALSE(bindings.bound(0, "b.test", ip("198.18.0.2"), 3));
+  EXPECT_TRUE(bindings.bound(0, "c.test", ip("198.18.0.3"), 3));
+}
+
+// A dnsmasq answer for "alias.test A": alias.test CNAME cdn.test, cdn.test A 198.18.0.10 (TTL 0), id 0x1234.
+const test::Bytes kAliasAnswer = {
+    0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,  // header: 1 question, 2 answers
+    0x05, 'a',  'l',  'i',  'a',  's',  0x04, 't',  'e',  's',  't',  0x00, 0x00, 0x01, 0x00, 0x01,  // question
+    0xc0, 0x0c, 0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a,  // alias.test CNAME, rdlength 10
+    0x03, 'c',  'd',  'n',  0x04, 't',  'e',  's',  't',  0x00,              //   cdn.test
+    0xc0, 0x28, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04,  // cdn.test A, rdlength 4
+    198,  18,   0,    10};
+
+TEST(LearnFromAnswer, AnAnswerBindsEveryNameOfItsChainForTheClientsGroup) {
+  policy::LoadResult loaded = policy::load_policy(R"(version: 1
+dns: {resolvers: [198.18.0.53], min_ttl: 30}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+  - {name: other, sources: [10.88.2.0/24]}
+)",
+                                                  "test.yaml");
+  ASSERT_TRUE(loaded.policy.has_value());
+  const auto policy = policy::compile_policy(std::move(*loaded.policy));
+  const test::Bytes frame =
+      test::PacketBuilder()
+          .ipv4({.src = test::ipv4_address("198.18.0.53"), .dst = test::ipv4_address("10.88.1.2")})
+          .udp({.sport = 53, .dport = 40000, .payload = kAliasAnswer})
+          .frame();
+  DnsBindings bindings;
+  const std::optional<size_t> made = learn_from_answer(bindings, *policy, frame, 0);
+  ASSERT_TRUE(made.has_value());
+  EXPECT_EQ(*made, 2u);
+  EXPECT_TRUE(bindings.bound(0, "alias.test", ip("198.18.0.10"), kSecond));
+  EXPECT_TRUE(bindings.bound(0, "cdn.test", ip("198.18.0.10"), kSecond));
+  EXPECT_FALSE(bindings.bound(1, "alias.test", ip("198.18.0.10"), kSecond)) << "another group's";
+  // Not a DNS answer: nothing learned, and said so.
+  const test::Bytes junk = test::PacketBuilder()
+                               .ipv4({.src = test::ipv4_address("198.18.0.53"), .dst = test::ipv4_address("10.88.1.2")})
+                               .udp({.sport = 53, .dport = 40000, .payload = {1, 2, 3}})
+                               .frame();
+  EXPECT_FALSE(learn_from_answer(bindings, *policy, junk, 0).has_value());
+}
+
+}  // namespace
+}  // namespace portcullis::punt

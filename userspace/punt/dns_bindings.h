@@ -1,0 +1,58 @@
+// Which names DNS bound to which addresses, per group, for as long as the answers' TTLs (clamped to the policy's
+// min_ttl and max_ttl) say. Learned from the answers the data plane copies to the daemon (or that a capture
+// holds, in replay); asked when a flow matched by the name it shows must also go to an address of that name
+// (sni_ip_binding: dns). What one group resolved binds nothing for another. Bounded: past max_bindings the
+// least recently confirmed binding goes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "policy/compiled_policy.h"
+
+namespace portcullis::punt {
+
+struct DnsBindingLimits {
+  uint32_t min_ttl = 30;    // seconds
+  uint32_t max_ttl = 3600;  // seconds
+  size_t max_bindings = 1 << 18;
+};
+
+class DnsBindings {
+ public:
+  explicit DnsBindings(DnsBindingLimits limits = {}) : limits_(limits) {}
+  void set_limits(DnsBindingLimits limits) { limits_ = limits; }
+
+  // Binds each of `names` (a CNAME chain: the asked name first) to `address` for `ttl` seconds, clamped.
+  void bind(std::optional<size_t> group, const std::vector<std::string>& names, const policy::IpAddress& address,
+            uint32_t ttl, uint64_t now_ns);
+  bool bound(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address,
+             uint64_t now_ns) const;
+  // Forgets the bindings whose time is up.
+  void expire(uint64_t now_ns);
+  size_t size() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    uint64_t expires_ns = 0;
+    std::list<std::string>::iterator age;  // position in age_, oldest first
+  };
+  static std::string key_of(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address);
+
+  DnsBindingLimits limits_;
+  std::unordered_map<std::string, Entry> entries_;
+  std::list<std::string> age_;
+};
+
+// What a DNS answer in `frame` (an Ethernet frame from port 53, UDP) binds, for the group of the client it goes
+// to. Returns the number of bindings made, or nullopt when the frame holds no DNS answer that parses.
+std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::CompiledPolicy& policy,
+                                        std::span<const uint8_t> frame, uint64_t now_ns);
+
+}  // namespace portcullis::punt
