@@ -119,6 +119,11 @@ int portcullis_inside(struct __sk_buff *skb)
 	}
 	if (skb->mark == PC_RECLASSIFY_MARK)
 		skb->mark = 0;
+	if (skb->mark == PC_DELIVER_MARK) {
+		/* Up the local stack, where portcullis_outside lets the mark through. */
+		skb->mark = PC_REJECT_MARK;
+		return bpf_redirect(ifindex, BPF_F_INGRESS);
+	}
 	enum pc_drop_reason reason = pc_parse_skb(skb, &pkt);
 
 	if (reason != PC_DROP_NONE) {

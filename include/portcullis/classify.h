@@ -22,6 +22,8 @@ enum pc_verdict {
 	PC_VERDICT_PENDING = 2,	 /* the flow must show its protocol or name first */
 	PC_VERDICT_DRAINING = 3, /* allowed; the daemon is still releasing its held frames, and later ones
 				  * queue behind them so none overtakes (set by the daemon only) */
+	PC_VERDICT_INSPECT = 4,	 /* allowed, but every packet the client sends is read by the daemon first
+				  * (DNS queries under dns.filter_queries) */
 };
 
 /* What the classifier needs to know of a flow's first packet. */

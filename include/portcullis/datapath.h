@@ -133,7 +133,8 @@ PC_SUBPROG __u64 pc_follow_first_fragment_packed(const struct pc_packet *pkt)
 	frag = pc_state_frag_lookup(&key);
 	if (!frag)
 		return pc_outcome_pack(pc_drop(PC_DROP_FRAGMENT_NO_FIRST));
-	if (frag->verdict == PC_VERDICT_PENDING || frag->verdict == PC_VERDICT_DRAINING) {
+	if (frag->verdict == PC_VERDICT_PENDING || frag->verdict == PC_VERDICT_DRAINING ||
+	    frag->verdict == PC_VERDICT_INSPECT) {
 		/* Held with the first fragment, and released or refused with it. */
 		struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 
@@ -177,7 +178,7 @@ PC_SUBPROG __u64 pc_follow_quoted_flow_packed(const struct pc_packet *pkt)
 	if (!pkt || pc_flow_key_from_quoted(pkt, &key, &direction) < 0)
 		return pc_outcome_pack(pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW));
 	flow = pc_state_flow_lookup(&key);
-	if (!flow || (flow->verdict != PC_VERDICT_ALLOW && flow->verdict != PC_VERDICT_DRAINING))
+	if (!flow || flow->verdict == PC_VERDICT_DENY || flow->verdict == PC_VERDICT_PENDING)
 		return pc_outcome_pack(pc_drop(PC_DROP_ICMP_ERROR_NO_FLOW));
 	return pc_outcome_pack(pc_pass());
 }
@@ -312,6 +313,10 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 	flow.scope = scope;
 	flow.generation = config->generation;
 	flow.verdict = decision.verdict;
+	/* On port 53 only dns rules allow (classify.h): under filter_queries the daemon reads every query. */
+	if (decision.verdict == PC_VERDICT_ALLOW && config->filter_queries && pkt->dport == PC_DNS_PORT &&
+	    (pkt->proto == 6 || pkt->proto == 17))
+		flow.verdict = PC_VERDICT_INSPECT;
 	flow.initiator = direction;
 	stored = pc_state_flow_insert(key, &flow);
 	if (stored)
@@ -319,6 +324,14 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 	pc_state_count(PC_COUNTER_NEW_FLOW);
 	pc_emit(pkt, &flow);
 	pc_remember_first_fragment(pkt, decision.verdict, decision.reason);
+	if (flow.verdict == PC_VERDICT_INSPECT && stored && stored->verdict == PC_VERDICT_INSPECT) {
+		struct pc_outcome inspected = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
+
+		/* TCP's handshake passes: only what carries a query needs reading. */
+		if (pkt->proto == 6 && pkt->payload_len == 0)
+			return pc_pass();
+		return inspected;
+	}
 	if (decision.verdict == PC_VERDICT_ALLOW)
 		return pc_pass();
 	if (decision.verdict == PC_VERDICT_PENDING && stored && stored->verdict == PC_VERDICT_PENDING)
@@ -403,9 +416,13 @@ static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_pack
 		return pc_pass();
 	if (flow->verdict == PC_VERDICT_PENDING && direction == flow->initiator)
 		return pc_hold_pending(pkt, flow, len);
-	if (flow->verdict == PC_VERDICT_DRAINING) {
-		/* Allowed, but behind held frames: queued after them, without the pending flow's bounds. A
-		 * frame that cannot be queued is dropped, not the flow, and the sender sends it again. */
+	if (flow->verdict == PC_VERDICT_INSPECT && direction == flow->initiator && pkt->proto == 6 &&
+	    pkt->payload_len == 0)
+		return pc_pass(); /* no query in it */
+	if (flow->verdict == PC_VERDICT_DRAINING || (flow->verdict == PC_VERDICT_INSPECT && direction == flow->initiator)) {
+		/* Allowed, but behind held frames, or carrying queries the daemon reads: queued for the daemon,
+		 * without the pending flow's bounds. A frame that cannot be queued is dropped, not the flow, and
+		 * the sender sends it again. */
 		struct pc_outcome queued = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 
 		return queued;
@@ -433,7 +450,7 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
 		/* A pending flow's server answers the handshake, and may speak first (SSH, SMTP): its
 		 * packets pass while the client's first bytes are read. */
-		if (flow->verdict == PC_VERDICT_ALLOW && pkt->sport == PC_DNS_PORT &&
+		if ((flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_INSPECT) && pkt->sport == PC_DNS_PORT &&
 		    (pkt->proto == 6 || pkt->proto == 17) && pkt->payload_len > 0) {
 			struct pc_outcome mirror = {.action = PC_MIRROR, .reason = PC_DROP_NONE};
 

@@ -108,7 +108,7 @@ struct pc_policy_config {
 	__u8 mode;	     /* enum pc_mode */
 	__u8 default_action; /* enum pc_action */
 	__u8 on_deny_reject; /* 1: reject (RST / ICMP admin-prohibited), 0: drop silently */
-	__u8 pad;
+	__u8 filter_queries; /* 1: every DNS query is read by the daemon before it goes on (dns.filter_queries) */
 	__u32 generation;    /* bumped on every policy load, so flows can tell which policy decided them */
 };
 PC_STATIC_ASSERT(sizeof(struct pc_policy_config) == 8, "pc_policy_config is shared with BPF");

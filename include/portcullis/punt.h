@@ -31,6 +31,9 @@
 /* skb->mark of a frame the daemon reinjects after an allow: it passes without classification. Marks
  * never arrive from a client: the kernel clears them when a packet crosses into another namespace. */
 #define PC_REINJECT_MARK 0x50435249U /* "PCRI" */
+/* skb->mark of a frame the daemon makes up for a local client (host mode: a synthesized DNS answer), sent on
+ * the uplink: portcullis_inside turns it up the local stack. */
+#define PC_DELIVER_MARK 0x50434456U /* "PCDV" */
 /* skb->mark of a held frame the daemon sends back in to meet its flow's deny (gateway mode). */
 #define PC_RECLASSIFY_MARK 0x50435243U /* "PCRC" */
 

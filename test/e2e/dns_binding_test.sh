@@ -66,6 +66,23 @@ expect_eq "allowed.test's name to evil.test's address" \
   "$(https_get https://allowed.test/ --resolve "allowed.test:443:$INET_EVIL_V4")" 000
 expect_log "... as no-dns-binding" '"dst":"198.18.0.20"' '"name":"allowed.test"' '"reason":"no-dns-binding"'
 
+echo "== queries for names no rule allows never reach the resolver (filter_queries)"
+dnsmasq_log=$TOPO_LOG_DIR/dnsmasq.log
+expect_match "dig evil.test gets NXDOMAIN" "$(in_ns client dig +time=2 +tries=1 evil.test A)" "status: NXDOMAIN"
+secret=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+expect_match "a secret in a query name gets NXDOMAIN" "$(in_ns client dig +time=2 +tries=1 "$secret.evil.test" A)" \
+  "status: NXDOMAIN"
+expect_match "a query for an allowed name is answered" "$(in_ns client dig +short +time=2 +tries=1 allowed.test A)" \
+  "^$INET_ALLOWED_V4$"
+expect_match "over TCP too" "$(in_ns client dig +tcp +short +time=2 +tries=1 allowed.test A)" "^$INET_ALLOWED_V4$"
+expect_fail "a TCP query for evil.test is cut" bash -c "ip netns exec '$NS_CLIENT' dig +tcp +time=2 +tries=1 evil.test A | grep -q 'ANSWER SECTION'"
+expect_fail "DNS to another server than the resolvers is refused" \
+  bash -c "ip netns exec '$NS_CLIENT' dig @$INET_EVIL_V4 +time=1 +tries=1 allowed.test A | grep -q 'ANSWER SECTION'"
+sleep 0.3
+expect_ok "the resolver saw allowed.test" grep -q "query\[A\] allowed.test" "$dnsmasq_log"
+expect_fail "the resolver never saw evil.test or the secret" grep -qE "evil\.test|$secret" "$dnsmasq_log"
+expect_log "filtered queries are logged" '"l7":"dns"' '"name":"evil.test"' '"verdict":"deny"' '"reason":"query-filtered"'
+
 pc_stop
 expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9]'
 report

@@ -136,6 +136,8 @@ Json punt_json(const punt::PuntStats& stats) {
   out["dns_answers"] = stats.dns_answers;
   out["dns_malformed"] = stats.dns_malformed;
   out["dns_bindings"] = stats.dns_bindings;
+  out["dns_queries"] = stats.dns_queries;
+  out["dns_filtered"] = stats.dns_filtered;
   out["pending_flows"] = stats.pending_flows;
   out["held_bytes"] = stats.held_bytes;
   Json latency;

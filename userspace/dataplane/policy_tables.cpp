@@ -181,6 +181,7 @@ PolicyTables build_policy_tables(const CompiledPolicy& policy, policy::Mode mode
   tables.config.mode = mode == policy::Mode::gateway ? PC_MODE_GATEWAY : PC_MODE_HOST;
   tables.config.default_action = defaults.action == policy::Action::allow ? PC_ACTION_ALLOW : PC_ACTION_DENY;
   tables.config.on_deny_reject = defaults.on_deny == policy::OnDeny::reject ? 1 : 0;
+  tables.config.filter_queries = policy.policy().dns.filter_queries ? 1 : 0;
   tables.config.generation = generation;
   return tables;
 }

@@ -104,12 +104,14 @@ nlohmann::ordered_json verdict_json(const pc_verdict_event& event, const policy:
   if (icmp) out["icmp_type"] = event.dport;
   out["l7"] = "none";
   out["name"] = nullptr;
-  out["verdict"] = event.verdict == PC_VERDICT_ALLOW ? "allow" : "deny";
+  const bool allowed = event.verdict == PC_VERDICT_ALLOW || event.verdict == PC_VERDICT_INSPECT;
+  if (event.verdict == PC_VERDICT_INSPECT) out["l7"] = "dns";  // its queries are read one by one
+  out["verdict"] = allowed ? "allow" : "deny";
   out["rule"] = nullptr;
   if (policy != nullptr && event.rule_id != PC_RULE_NONE && event.rule_id < policy->rules().size()) {
     out["rule"] = policy->rules()[event.rule_id].name;
   }
-  if (event.verdict == PC_VERDICT_ALLOW) {
+  if (allowed) {
     out["reason"] = event.rule_id != PC_RULE_NONE ? "rule" : "default";
   } else {
     out["reason"] = pc_drop_reason_name(static_cast<pc_drop_reason>(event.reason));

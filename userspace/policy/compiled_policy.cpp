@@ -87,6 +87,15 @@ std::optional<size_t> CompiledPolicy::group_of(const IpAddress& src) const {
   return group;
 }
 
+bool CompiledPolicy::name_could_be_allowed(std::string_view name, std::optional<size_t> group) const {
+  bool allowed = false;
+  names_.match(name, [&](uint32_t index) {
+    const Rule& rule = policy_.rules[index];
+    if (rule.action == Action::allow && (!rule.group || rule.group == group)) allowed = true;
+  });
+  return allowed;
+}
+
 bool CompiledPolicy::rule_accepts(const Rule& rule, const FlowQuery& flow) const {
   if (!l4_accepts(rule.proto, flow.proto, flow.l7)) return false;
   if (flow.proto == L4Proto::tcp || flow.proto == L4Proto::udp) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "policy/domain_matcher.h"
@@ -61,6 +62,9 @@ class CompiledPolicy {
 
   Decision evaluate(const FlowQuery& flow, Mode mode) const;
   std::optional<size_t> group_of(const IpAddress& src) const;
+  // Whether some allow rule of the top level or of `group` has a destination name matching `name` (normalized):
+  // a DNS query for any other name can lead to nothing the policy allows (dns.filter_queries).
+  bool name_could_be_allowed(std::string_view name, std::optional<size_t> group) const;
 
   const Policy& policy() const { return policy_; }
   const std::vector<Rule>& rules() const { return policy_.rules; }

@@ -130,4 +130,54 @@ std::optional<std::vector<uint8_t>> tcp_reset_to_server(std::span<const uint8_t>
   return reset;
 }
 
+std::optional<std::vector<uint8_t>> udp_reply_to_client(std::span<const uint8_t> client_frame,
+                                                        std::span<const uint8_t> payload) {
+  const std::optional<Layout> layout = layout_of(client_frame);
+  if (!layout || layout->pkt.proto != kUdp || layout->pkt.is_fragment || layout->pkt.family == PC_FAMILY_NONE) {
+    return std::nullopt;
+  }
+  const pc_packet& pkt = layout->pkt;
+  constexpr size_t kUdpHeader = 8;
+  const bool v4 = pkt.family == PC_FAMILY_IPV4;
+  const size_t ip_header = v4 ? 20 : 40;
+  const size_t l4_length = kUdpHeader + payload.size();
+  if (ip_header + l4_length > 0xffff) return std::nullopt;
+  std::vector<uint8_t> reply(pkt.l3_off + ip_header + l4_length, 0);
+  // Link layer as the client's frame had it (VLAN tags included), the two addresses swapped.
+  std::memcpy(reply.data(), client_frame.data() + 6, 6);
+  std::memcpy(reply.data() + 6, client_frame.data(), 6);
+  std::memcpy(reply.data() + 12, client_frame.data() + 12, pkt.l3_off - 12);
+  uint8_t* ip = reply.data() + pkt.l3_off;
+  const uint8_t* client_ip = client_frame.data() + pkt.l3_off;
+  if (v4) {
+    ip[0] = 0x45;
+    store16(ip + 2, static_cast<uint16_t>(ip_header + l4_length));
+    store16(ip + 6, 0x4000);  // don't fragment
+    ip[8] = 64;
+    ip[9] = kUdp;
+    std::memcpy(ip + 12, client_ip + 16, 4);
+    std::memcpy(ip + 16, client_ip + 12, 4);
+    store16(ip + 10, static_cast<uint16_t>(~fold(sum_words(ip, 20))));
+  } else {
+    ip[0] = 0x60;
+    store16(ip + 4, static_cast<uint16_t>(l4_length));
+    ip[6] = kUdp;
+    ip[7] = 64;
+    std::memcpy(ip + 8, client_ip + 24, 16);
+    std::memcpy(ip + 24, client_ip + 8, 16);
+  }
+  uint8_t* udp = ip + ip_header;
+  store16(udp, pkt.dport);
+  store16(udp + 2, pkt.sport);
+  store16(udp + 4, static_cast<uint16_t>(l4_length));
+  std::memcpy(udp + kUdpHeader, payload.data(), payload.size());
+  pc_packet reply_pkt = pkt;  // the pseudo-header sum does not depend on which address is which
+  reply_pkt.proto = kUdp;
+  uint16_t check =
+      static_cast<uint16_t>(~fold(sum_words(udp, l4_length, pseudo_header_sum(reply, reply_pkt, l4_length))));
+  if (check == 0) check = 0xffff;  // zero means "no checksum" in UDP
+  store16(udp + 6, check);
+  return reply;
+}
+
 }  // namespace portcullis::punt

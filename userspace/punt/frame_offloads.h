@@ -45,4 +45,10 @@ std::optional<VnetHeader> prepare_offloads(std::span<uint8_t> frame, uint16_t gs
 // no payload, checksums complete. nullopt when `client_frame` is not an unfragmented TCP segment.
 std::optional<std::vector<uint8_t>> tcp_reset_to_server(std::span<const uint8_t> client_frame);
 
+// A UDP datagram back to the client that sent `client_frame` (an unfragmented UDP frame): link addresses,
+// IP addresses and ports swapped, `payload` as its data, checksums complete. For answers the daemon makes up
+// (a synthesized NXDOMAIN). nullopt when `client_frame` is not such a frame.
+std::optional<std::vector<uint8_t>> udp_reply_to_client(std::span<const uint8_t> client_frame,
+                                                        std::span<const uint8_t> payload);
+
 }  // namespace portcullis::punt

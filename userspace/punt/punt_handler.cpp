@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "parsers/dns_message.h"
 #include "portcullis/compat.h"
 #include "portcullis/parse.h"
 #include "punt/frame_offloads.h"
@@ -168,6 +169,12 @@ PuntHandler::PendingFlow& PuntHandler::pending_flow(const pc_flow_key& key, cons
   PendingFlow& flow = it->second;
   if (!created) return flow;
   // A flow whose pending event was lost (or that this daemon adopted): it starts now.
+  describe(flow, pkt, now);
+  stats_.pending_flows = pending_.size();
+  return flow;
+}
+
+void PuntHandler::describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now) const {
   flow.facts.src = address_of(pkt.src, pkt.family);
   flow.facts.dst = address_of(pkt.dst, pkt.family);
   flow.facts.proto = l4_of(pkt);
@@ -182,8 +189,50 @@ PuntHandler::PendingFlow& PuntHandler::pending_flow(const pc_flow_key& key, cons
   flow.event.proto = pkt.proto;
   const uint32_t timeout_ms = policy_ ? policy_->policy().defaults.l7_timeout_ms : 1000;
   flow.deadline_ns = now + static_cast<uint64_t>(timeout_ms) * 1'000'000ULL;
-  stats_.pending_flows = pending_.size();
-  return flow;
+}
+
+// A DNS query on a flow the data plane has the daemon read (dns.filter_queries): it goes on when some rule of
+// the client's could allow the name it asks for. Otherwise a UDP query is answered NXDOMAIN here and never
+// reaches the resolver; a TCP one, which cannot be answered in its stream from here, resets the connection.
+void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held) {
+  const std::span<const uint8_t> frame = held.bytes;
+  const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
+  const std::span<const uint8_t> payload =
+      pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+  const parsers::DnsMessage query = pkt.proto == kUdp
+                                        ? parsers::parse_dns_message(payload, parsers::DnsDirection::query)
+                                        : parsers::parse_dns_tcp_stream(payload, parsers::DnsDirection::query);
+  ++stats_.dns_queries;
+  FlowIdentity identity;
+  identity.state = FlowIdentity::State::identified;
+  identity.l7 = policy::L7Proto::dns;
+  PendingFlow flow;
+  describe(flow, pkt, monotonic_ns());
+  const std::optional<size_t> group = policy_ ? policy_->group_of(flow.facts.src) : std::nullopt;
+  flow.event.scope = group ? static_cast<uint32_t>(*group + 1) : PC_SCOPE_TOP_LEVEL;
+  if (query.status == parsers::ParseStatus::found) {
+    identity.name = query.question.name;
+    if (policy_ && policy_->name_could_be_allowed(query.question.name, group)) return release(held);
+  } else {
+    identity.state = FlowIdentity::State::malformed;
+    identity.detail = std::string(parsers::to_string(query.reason));
+  }
+  ++stats_.dns_filtered;
+  const uint32_t reason = query.status == parsers::ParseStatus::found ? PC_DROP_QUERY_FILTERED : PC_DROP_L7_MALFORMED;
+  if (pkt.proto == kUdp) {
+    if (query.status == parsers::ParseStatus::found) {
+      const std::optional<std::vector<uint8_t>> nxdomain = parsers::synthesize_nxdomain(payload);
+      std::optional<std::vector<uint8_t>> reply = nxdomain ? udp_reply_to_client(frame, *nxdomain) : std::nullopt;
+      if (reply) {
+        if (std::string problem = reinjector_.deliver(held.ifindex, *reply); !problem.empty()) error(problem);
+      }
+    }
+    log(flow, PC_VERDICT_DENY, reason, PC_RULE_NONE, identity);
+    return;
+  }
+  if (query.status == parsers::ParseStatus::need_more) return release(held);  // the query's first bytes only
+  flow.frames.push_back(std::move(held));
+  deny(key, flow, reason, identity);
 }
 
 void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t> frame) {
@@ -207,6 +256,12 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   }
   HeldFrame held{std::vector<uint8_t>(frame.begin(), frame.end()), header.ifindex, header.gso_size,
                  header.timestamp_ns};
+  if ((pkt.proto == kUdp || pkt.proto == kTcp) && pkt.dport == 53) {
+    pc_flow state{};
+    if (bpf_map_lookup_elem(flows_fd_, &key, &state) == 0 && state.verdict == PC_VERDICT_INSPECT) {
+      return inspect_query(key, pkt, held);
+    }
+  }
   if (const auto decided = decided_.find(key); decided != decided_.end() && !pending_in_data_plane(key)) {
     // Punted before the data plane saw the verdict: goes the way of the flow.
     if (decided->second.allow) {

@@ -54,6 +54,8 @@ struct PuntStats {
   uint64_t dns_answers = 0;    // DNS answers read
   uint64_t dns_malformed = 0;  // copies from port 53 that were no DNS answer that parses
   uint64_t dns_bindings = 0;   // name-to-address bindings held now
+  uint64_t dns_queries = 0;    // queries read (dns.filter_queries)
+  uint64_t dns_filtered = 0;   // ... answered NXDOMAIN (or reset, over TCP) instead of going on
   uint64_t held_bytes = 0;     // now
   uint64_t pending_flows = 0;  // now
   // Time from the data plane punting a flow's first frame to its verdict being installed, in microseconds:
@@ -129,6 +131,8 @@ class PuntHandler {
   static int on_sample(void* context, void* data, size_t size);
   void on_frame(const pc_punt_header& header, std::span<const uint8_t> frame);
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
+  void describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now) const;
+  void inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held);
   bool pending_in_data_plane(const pc_flow_key& key);
   void finish_draining();
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).

@@ -27,6 +27,10 @@ std::string Reinjector::reclassify(uint32_t ifindex, std::span<uint8_t> frame, u
   return send(ifindex, Purpose::reclassify, frame, gso_size);
 }
 
+std::string Reinjector::deliver(uint32_t ifindex, std::span<uint8_t> frame) {
+  return send(ifindex, Purpose::deliver, frame, 0);
+}
+
 std::string Reinjector::send(uint32_t ifindex, Purpose purpose, std::span<uint8_t> frame, uint16_t gso_size) {
   std::string error;
   const int fd = socket_for(ifindex, purpose, error);
@@ -58,7 +62,11 @@ int Reinjector::socket_for(uint32_t ifindex, Purpose purpose, std::string& error
   };
   const int on = 1;
   if (::setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof(on)) != 0) return fail("PACKET_VNET_HDR");
-  if (mode_ == policy::Mode::gateway) {
+  if (purpose == Purpose::deliver) {
+    // Gateway: out of the inside interface, unmarked, straight to the client. Host: up the local stack.
+    const uint32_t mark = mode_ == policy::Mode::host ? PC_DELIVER_MARK : 0;
+    if (mark != 0 && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) return fail("SO_MARK");
+  } else if (mode_ == policy::Mode::gateway) {
     const uint32_t mark = purpose == Purpose::release ? PC_REINJECT_MARK : PC_RECLASSIFY_MARK;
     if (::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) return fail("SO_MARK");
   } else if (purpose == Purpose::release) {

@@ -30,9 +30,12 @@ class Reinjector {
   // gets the pseudo-header sum the offload completes).
   std::string release(uint32_t ifindex, std::span<uint8_t> frame, uint16_t gso_size);
   std::string reclassify(uint32_t ifindex, std::span<uint8_t> frame, uint16_t gso_size);
+  // A frame the daemon made for the client (a synthesized DNS answer), back where `ifindex` faces the client:
+  // gateway, out of the inside interface; host, up the local stack (PC_DELIVER_MARK).
+  std::string deliver(uint32_t ifindex, std::span<uint8_t> frame);
 
  private:
-  enum class Purpose : uint8_t { release, reclassify };
+  enum class Purpose : uint8_t { release, reclassify, deliver };
   std::string send(uint32_t ifindex, Purpose purpose, std::span<uint8_t> frame, uint16_t gso_size);
   int socket_for(uint32_t ifindex, Purpose purpose, std::string& error);
 

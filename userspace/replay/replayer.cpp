@@ -319,7 +319,10 @@ class Replayer::Capture {
       out.reason = "needs-l7";
       return;
     }
-    const bool allow = state->verdict == PC_VERDICT_ALLOW || state->verdict == PC_VERDICT_DRAINING;
+    // (Under dns.filter_queries a DNS flow is allowed and its queries are read one by one live; replay does not
+    // filter them yet.)
+    const bool allow = state->verdict == PC_VERDICT_ALLOW || state->verdict == PC_VERDICT_DRAINING ||
+                       state->verdict == PC_VERDICT_INSPECT;
     out.verdict = allow ? "allow" : "deny";
     if (state->rule_id != PC_RULE_NONE && state->rule_id < owner_.policy_->rules().size()) {
       out.rule = owner_.policy_->rules()[state->rule_id].name;

@@ -193,6 +193,35 @@ groups:
   EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40030, "198.18.0.10", 8042, 6))->verdict, PC_VERDICT_DENY);
 }
 
+TEST_F(UserspaceDataPathTest, UnderFilterQueriesEveryQueryIsReadAndEveryAnswerCopied) {
+  write_policy(R"(version: 1
+defaults: {action: deny}
+dns: {resolvers: [198.18.0.53]}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)",
+               policy::Mode::gateway);
+  path_->set_now_ns(5'000'000'000);
+  path_->set_punt_config({.heartbeat_ns = 5'000'000'000, .flow_hold_bytes = 65536, .rate_per_sec = 100, .burst = 10});
+  const Bytes query = udp4("10.88.1.2", "198.18.0.53", 40100, 53);
+  EXPECT_EQ(inside(query).action, kActionPunt);
+  const pc_flow* flow = path_->flow(flow_key("10.88.1.2", 40100, "198.18.0.53", 53, 17));
+  ASSERT_NE(flow, nullptr);
+  EXPECT_EQ(flow->verdict, PC_VERDICT_INSPECT);
+  EXPECT_EQ(inside(query).action, kActionPunt) << "the next query on the flow too";
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40100)).action, kActionMirror);
+  // Without filtering, the resolver flow is simply allowed; its answers are still copied.
+  write_policy(R"(version: 1
+defaults: {action: deny}
+dns: {resolvers: [198.18.0.53], filter_queries: false}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)",
+               policy::Mode::gateway);
+  EXPECT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40101, 53)), kPass);
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40101)).action, kActionMirror);
+}
+
 TEST_F(UserspaceDataPathTest, PendingFlowsAreDeniedPastEveryHoldBound) {
   const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40010, 443, Bytes(300, 0x16));
   path_->set_now_ns(5'000'000'000);

@@ -306,3 +306,28 @@ TEST(Decisions, LoopbackIsAlwaysAllowed) {
 
 }  // namespace
 }  // namespace portcullis::policy
+
+namespace portcullis::policy {
+namespace {
+
+TEST(NameCouldBeAllowed, OnlyNamesAnAllowRuleOfTheClientsScopeCouldMatch) {
+  const auto p = compile(R"(version: 1
+rules:
+  - {name: registry, dst: "**.npmjs.org", proto: https}
+  - {name: no-ads, dst: ads.example.com, proto: any, action: deny}
+  - {name: web, dst: 198.18.0.0/24, proto: tcp, ports: [80]}
+groups:
+  - {name: a, sources: [10.88.1.0/24], rules: [{dst: .example.com, proto: https}]}
+  - {name: b, sources: [10.88.2.0/24]}
+)");
+  EXPECT_TRUE(p->name_could_be_allowed("registry.npmjs.org", std::nullopt));
+  EXPECT_TRUE(p->name_could_be_allowed("registry.npmjs.org", 1));
+  EXPECT_FALSE(p->name_could_be_allowed("npmjs.org", std::nullopt)) << "** is below the apex only";
+  EXPECT_TRUE(p->name_could_be_allowed("www.example.com", 0));
+  EXPECT_FALSE(p->name_could_be_allowed("www.example.com", 1)) << "group a's rule, not b's";
+  EXPECT_FALSE(p->name_could_be_allowed("ads.example.com", 1)) << "only a deny names it for b";
+  EXPECT_FALSE(p->name_could_be_allowed("c2VjcmV0.evil.test", 0));
+}
+
+}  // namespace
+}  // namespace portcullis::policy

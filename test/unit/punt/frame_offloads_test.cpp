@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -147,6 +148,38 @@ TEST(TcpResetToServer, IsABareResetFromTheClientAtTheHeldSequenceNumber) {
       pseudo = sum16(ip + 12, 8) + 6 + 20;
     }
     EXPECT_EQ(fold(sum16(reset->data() + l4, 20, pseudo)), 0xffff);
+  }
+}
+
+TEST(UdpReplyToClient, SwapsTheEndsAndCarriesThePayloadWithChecksums) {
+  for (const bool v6 : {false, true}) {
+    PacketBuilder builder;
+    if (v6) {
+      builder.ipv6({.src = test::ipv6_address("fd88:1::2"), .dst = test::ipv6_address("2001:db8::53")});
+    } else {
+      builder.ipv4({.src = test::ipv4_address("10.88.1.2"), .dst = test::ipv4_address("198.18.0.53")});
+    }
+    const Bytes query = builder.udp({.sport = 40000, .dport = 53, .payload = Bytes(40, 1)}).frame();
+    const Bytes answer(33, 7);
+    const auto reply = udp_reply_to_client(query, answer);
+    ASSERT_TRUE(reply.has_value());
+    const size_t l4 = v6 ? 54 : 34;
+    ASSERT_EQ(reply->size(), l4 + 8 + answer.size());
+    EXPECT_TRUE(std::equal(reply->begin(), reply->begin() + 6, query.begin() + 6)) << "to the client's MAC";
+    const uint8_t* ip = reply->data() + 14;
+    if (v6) {
+      EXPECT_TRUE(std::equal(ip + 24, ip + 40, query.begin() + 14 + 8)) << "to the client's address";
+    } else {
+      EXPECT_TRUE(std::equal(ip + 16, ip + 20, query.begin() + 14 + 12)) << "to the client's address";
+      EXPECT_EQ(fold(sum16(ip, 20)), 0xffff);
+    }
+    const uint8_t* udp = reply->data() + l4;
+    EXPECT_EQ((udp[0] << 8 | udp[1]), 53);
+    EXPECT_EQ((udp[2] << 8 | udp[3]), 40000);
+    EXPECT_TRUE(std::equal(answer.begin(), answer.end(), udp + 8));
+    const uint32_t l4_length = static_cast<uint32_t>(8 + answer.size());
+    const uint32_t pseudo = (v6 ? sum16(ip + 8, 32) : sum16(ip + 12, 8)) + 17 + l4_length;
+    EXPECT_EQ(fold(sum16(udp, l4_length, pseudo)), 0xffff);
   }
 }
 
