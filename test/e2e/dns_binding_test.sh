@@ -39,9 +39,12 @@ topo_wait_port inet tcp "$INET_ALLOWED_V6" 443
 topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces \
   --listen-address="$INET_DNS_V4" --listen-address="$INET_DNS_V6" --log-queries --log-facility=- \
   --address="/allowed.test/$INET_ALLOWED_V4" --address="/allowed.test/$INET_ALLOWED_V6" \
-  --host-record="cdn.test,$INET_ALLOWED_V4" --cname=alias.test,cdn.test
+  --host-record="cdn.test,$INET_ALLOWED_V4" --cname=alias.test,cdn.test \
+  --address="/time.test/$INET_ALLOWED_V4" --address="/git.test/$INET_ALLOWED_V4"
 topo_wait_port inet udp "$INET_DNS_V4" 53
 topo_set_resolver client "$INET_DNS_V4"
+topo_serve_udp_echo inet "$INET_ALLOWED_V4" 123
+topo_serve_tcp_echo inet "$INET_ALLOWED_V4" 22
 
 https_get() {  # https_get URL [curl options]: the status code
   local url=$1
@@ -65,6 +68,19 @@ echo "== SNI spoofing is denied"
 expect_eq "allowed.test's name to evil.test's address" \
   "$(https_get https://allowed.test/ --resolve "allowed.test:443:$INET_EVIL_V4")" 000
 expect_log "... as no-dns-binding" '"dst":"198.18.0.20"' '"name":"allowed.test"' '"reason":"no-dns-binding"'
+
+echo "== rules of other protocols to a name match through the bindings"
+expect_fail "udp to time.test's address before time.test was resolved" \
+  env TOPO_UDP_TIMEOUT=2 bash -c ". '$src_dir/test/e2e/lib/topology.sh'; TOPO_PREFIX='$TOPO_PREFIX'; topo_udp_roundtrip client $INET_ALLOWED_V4 123 tick"
+expect_match "dig time.test" "$(in_ns client dig +short +time=2 +tries=1 time.test A)" "^$INET_ALLOWED_V4$"
+expect_match "then udp to it passes (a udp rule to a name)" "$(topo_udp_roundtrip client "$INET_ALLOWED_V4" 123 tick)" "tick"
+expect_ok "ping allowed.test's address (an icmp rule to a name it was resolved for)" \
+  in_ns client ping -c 1 -W 2 "$INET_ALLOWED_V4"
+expect_match "dig git.test" "$(in_ns client dig +short +time=2 +tries=1 git.test A)" "^$INET_ALLOWED_V4$"
+expect_match "an SSH banner to git.test's address (an ssh rule to a name)" \
+  "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22")" "^SSH-2.0"
+expect_log "udp allowed through time.test's binding" '"proto":"udp"' '"dport":123' '"verdict":"allow"' '"rule":"ntp"'
+expect_log "udp refused before it" '"proto":"udp"' '"dport":123' '"verdict":"deny"'
 
 echo "== queries for names no rule allows never reach the resolver (filter_queries)"
 dnsmasq_log=$TOPO_LOG_DIR/dnsmasq.log

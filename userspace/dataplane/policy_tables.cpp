@@ -129,9 +129,11 @@ void build_scope(const CompiledPolicy& policy, uint32_t scope, RuleSetTable& set
       if (const auto* cidr = std::get_if<Cidr>(&dst)) {
         prefixes.add(*cidr, id);
         if (std::find(distinct.begin(), distinct.end(), *cidr) == distinct.end()) distinct.push_back(*cidr);
-      } else if (policy::proto_matches_shown_name(rules[id].proto)) {
-        // Only the flow can tell its SNI or Host. Names of other rules match through DNS bindings,
-        // which are installed per address as answers arrive, not here.
+      } else if (policy::proto_matches_shown_name(rules[id].proto) || rules[id].action == policy::Action::allow) {
+        // A name: the flow's SNI or Host must show it, or DNS must have bound the flow's address to it. The
+        // daemon knows both; to the data plane such a rule could match any address, so it makes the flow
+        // wait for the daemon. Not a deny of another protocol than tls, https, quic or http: it would make
+        // every flow of its protocols wait, and applies to those the daemon decides anyway.
         by_name = true;
       }
     }

