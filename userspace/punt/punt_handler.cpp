@@ -212,7 +212,12 @@ void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, He
   flow.event.scope = group ? static_cast<uint32_t>(*group + 1) : PC_SCOPE_TOP_LEVEL;
   if (query.status == parsers::ParseStatus::found) {
     identity.name = query.question.name;
-    if (policy_ && policy_->name_could_be_allowed(query.question.name, group)) return release(held);
+    // Over TCP, only a segment that is exactly one whole query (length prefix included) goes on: bytes after
+    // it would be a second query nobody read.
+    const bool whole =
+        pkt.proto == kUdp ||
+        (payload.size() >= 2 && payload.size() == 2 + size_t{static_cast<uint16_t>(payload[0] << 8 | payload[1])});
+    if (whole && policy_ && policy_->name_could_be_allowed(query.question.name, group)) return release(held);
   } else {
     identity.state = FlowIdentity::State::malformed;
     identity.detail = std::string(parsers::to_string(query.reason));
@@ -230,7 +235,8 @@ void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, He
     log(flow, PC_VERDICT_DENY, reason, PC_RULE_NONE, identity);
     return;
   }
-  if (query.status == parsers::ParseStatus::need_more) return release(held);  // the query's first bytes only
+  // A TCP query is read segment by segment: one split over several (which clients do not do) cannot be
+  // read here, and is refused with the rest, fail closed.
   flow.frames.push_back(std::move(held));
   deny(key, flow, reason, identity);
 }
@@ -354,10 +360,9 @@ void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowId
   const std::optional<size_t> group = policy_->group_of(flow.facts.src);
   const uint64_t now = monotonic_ns();
   const bool name_bound = identity.name && bindings_.bound(group, *identity.name, flow.facts.dst, now);
-  const PendingVerdict verdict =
-      identity.name ? decide_pending_flow(*policy_, mode_, flow.facts, identity, name_bound)
-                    : decide_by_bound_names(*policy_, mode_, flow.facts, identity,
-                                            bindings_.names_of(group, flow.facts.dst, now));
+  const PendingVerdict verdict = identity.name ? decide_pending_flow(*policy_, mode_, flow.facts, identity, name_bound)
+                                               : decide_by_bound_names(*policy_, mode_, flow.facts, identity,
+                                                                       bindings_.names_of(group, flow.facts.dst, now));
   const uint32_t rule_id =
       verdict.rule != nullptr ? static_cast<uint32_t>(verdict.rule - policy_->rules().data()) : PC_RULE_NONE;
   const uint32_t scope = verdict.group ? static_cast<uint32_t>(*verdict.group + 1) : PC_SCOPE_TOP_LEVEL;
