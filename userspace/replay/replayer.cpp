@@ -11,6 +11,7 @@
 
 #include "dataplane/policy_tables.h"
 #include "dataplane/userspace_data_path.h"
+#include "parsers/dns_message.h"
 #include "parsers/quic_initial.h"
 #include "parsers/tcp_stream_prefix.h"
 #include "policy/policy_loader.h"
@@ -31,7 +32,11 @@ constexpr uint8_t kUdp = 17;
 constexpr uint32_t kStreamLimit = 20 * 1024;
 
 std::shared_ptr<const policy::CompiledPolicy> allow_everything() {
-  policy::LoadResult loaded = policy::load_policy("version: 1\ndefaults: {action: allow}\n", "(no policy)");
+  // Everything allowed, DNS to any server included, and no query filtered.
+  policy::LoadResult loaded = policy::load_policy(
+      "version: 1\ndefaults: {action: allow}\ndns: {filter_queries: false}\nrules:\n"
+      "  - {name: any-dns, dst: [0.0.0.0/0, \"::/0\"], proto: dns}\n",
+      "(no policy)");
   return policy::compile_policy(std::move(*loaded.policy));
 }
 
@@ -160,7 +165,8 @@ class Replayer::Capture {
       return;
     }
     if (outcome.punted) flow.punted = true;
-    identify(flow, pkt, frame);
+    const std::optional<pc_flow> state = outcome.punted ? path_.flow(key) : std::nullopt;
+    identify(flow, pkt, frame, state && state->verdict == PC_VERDICT_INSPECT);
     settle(key, flow);
   }
 
@@ -202,6 +208,7 @@ class Replayer::Capture {
     std::unique_ptr<parsers::QuicClientHelloReader> quic;
     bool datagram_seen = false;
     bool conflict = false;  // retransmitted bytes that differ: an evasion attempt
+    bool filtered = false;  // a query of the flow was answered NXDOMAIN (dns.filter_queries)
     punt::PendingFlowFacts facts;
     FlowReport report;
   };
@@ -233,12 +240,33 @@ class Replayer::Capture {
     flow.facts.icmp_type = pkt.icmp_type;
   }
 
+  // A DNS query over UDP: the flow is DNS, named by its first query; under dns.filter_queries a query for a
+  // name no rule of the client's could allow is answered NXDOMAIN live, and the flow reported denied.
+  void read_query(Flow& flow, const pc_packet& pkt, std::span<const uint8_t> payload, bool inspected) {
+    const parsers::DnsMessage query = parsers::parse_dns_message(payload, parsers::DnsDirection::query);
+    if (query.status != parsers::ParseStatus::found) return;
+    if (flow.identity.state == FlowIdentity::State::need_more || flow.identity.l7 != policy::L7Proto::dns) {
+      flow.identity.state = FlowIdentity::State::identified;
+      flow.identity.l7 = policy::L7Proto::dns;
+      flow.identity.name = query.question.name;
+    }
+    if (inspected && !flow.filtered &&
+        !owner_.policy_->name_could_be_allowed(query.question.name, owner_.policy_->group_of(flow.facts.src))) {
+      flow.filtered = true;
+      flow.identity.name = query.question.name;
+    }
+    (void)pkt;
+  }
+
   // Reads what the initiator's packet adds to the flow's start, until the flow is identified.
-  void identify(Flow& flow, const pc_packet& pkt, std::span<const uint8_t> frame) {
-    if (flow.identity.state != FlowIdentity::State::need_more) return;
+  void identify(Flow& flow, const pc_packet& pkt, std::span<const uint8_t> frame, bool inspected) {
     const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
     const std::span<const uint8_t> payload =
         pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+    if (pkt.proto == kUdp && pkt.dport == PC_DNS_PORT && !pkt.is_fragment && !payload.empty()) {
+      return read_query(flow, pkt, payload, inspected);
+    }
+    if (flow.identity.state != FlowIdentity::State::need_more) return;
     if (pkt.proto == kTcp) {
       if (pkt.l4_off + 8u > frame.size()) return;
       const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
@@ -317,17 +345,20 @@ class Replayer::Capture {
       out.reason = "source-not-in-group";
       return;
     }
+    if (flow.filtered) {
+      out.verdict = "deny";
+      out.reason = "query-filtered";
+      return;
+    }
     if (state->verdict == PC_VERDICT_PENDING) {
       out.verdict = "pending";
       out.reason = "needs-l7";
       return;
     }
-    // (Under dns.filter_queries a DNS flow is allowed and its queries are read one by one live; replay does not
-    // filter them yet.)
     const bool allow = state->verdict == PC_VERDICT_ALLOW || state->verdict == PC_VERDICT_DRAINING ||
                        state->verdict == PC_VERDICT_INSPECT;
     out.verdict = allow ? "allow" : "deny";
-    if (state->rule_id != PC_RULE_NONE && state->rule_id < owner_.policy_->rules().size()) {
+    if (state->rule_id != PC_RULE_NONE && state->rule_id < owner_.policy_->rules().size() && !owner_.no_policy_) {
       out.rule = owner_.policy_->rules()[state->rule_id].name;
     }
     if (allow) {
@@ -352,7 +383,10 @@ class Replayer::Capture {
 
 Replayer::Replayer(std::shared_ptr<const policy::CompiledPolicy> policy, policy::Mode mode,
                    ReplayDataPlaneFactory factory)
-    : policy_(policy ? std::move(policy) : allow_everything()), mode_(mode), factory_(std::move(factory)) {}
+    : no_policy_(!policy),
+      policy_(policy ? std::move(policy) : allow_everything()),
+      mode_(mode),
+      factory_(std::move(factory)) {}
 
 ReplayDataPlane& Replayer::plane() {
   if (!plane_) plane_ = factory_(dataplane::build_policy_tables(*policy_, mode_, 1));

@@ -91,6 +91,7 @@ class Replayer {
   ReplayDataPlane& plane();  // made on first use, for every capture
 
   std::unique_ptr<Split> split_;
+  bool no_policy_;  // every flow allowed, only identified: no rule names a verdict
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   policy::Mode mode_;
   ReplayDataPlaneFactory factory_;

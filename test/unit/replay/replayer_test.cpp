@@ -155,6 +155,38 @@ TEST(Replayer, SplitsACaptureIntoThePacketsAllowedAndThoseDenied) {
   std::remove(denied.c_str());
 }
 
+TEST(Replayer, DnsQueriesAreNamedAndFilteredAsLive) {
+  // A Windows client asking 192.168.100.2 for names: www.bing.com among them.
+  const std::string capture = (test::corpus_dir() / "suricata-verify/tls__tls-subjectaltname__input.pcap").string();
+  policy::LoadResult loaded = policy::load_policy(R"(version: 1
+defaults: {action: deny, sni_ip_binding: off}
+dns: {resolvers: [192.168.100.2]}
+rules:
+  - {name: bing, dst: "*.bing.com", proto: https}
+)",
+                                                  "dns.yaml");
+  ASSERT_TRUE(loaded.policy.has_value());
+  Replayer replayer(policy::compile_policy(std::move(*loaded.policy)), policy::Mode::host);
+  replayer.replay(capture);
+  size_t allowed = 0;
+  size_t filtered = 0;
+  for (const FlowReport& flow : replayer.flows()) {
+    if (flow.dport != 53 || flow.proto != "udp") continue;
+    EXPECT_EQ(flow.l7, "dns");
+    ASSERT_TRUE(flow.name.has_value());
+    if (flow.name->ends_with(".bing.com")) {
+      EXPECT_EQ(flow.verdict, "allow") << *flow.name;
+      ++allowed;
+    } else {
+      EXPECT_EQ(flow.verdict, "deny") << *flow.name;
+      EXPECT_EQ(flow.reason, "query-filtered") << *flow.name;
+      ++filtered;
+    }
+  }
+  EXPECT_GT(allowed, 0u);
+  EXPECT_GT(filtered, 0u);
+}
+
 TEST(Replayer, ACaptureThatCannotBeReadIsAnErrorThatNamesIt) {
   Replayer replayer(nullptr, policy::Mode::host);
   EXPECT_THROW(replayer.replay("/nonexistent/capture.pcap"), std::runtime_error);
