@@ -100,7 +100,10 @@ int PuntHandler::fd() const {
 
 void PuntHandler::consume() {
   ring_buffer__consume(ring_);
+  if (draining_.empty()) return;
   finish_draining();
+  // Frames punted while the verdicts went in: out at once, before much can overtake them.
+  ring_buffer__consume(ring_);
 }
 
 // The ring was empty a moment ago: every frame the draining flows punted before it has been released, so
