@@ -74,6 +74,7 @@ expect_fail "udp to time.test's address before time.test was resolved" \
   env TOPO_UDP_TIMEOUT=2 bash -c ". '$src_dir/test/e2e/lib/topology.sh'; TOPO_PREFIX='$TOPO_PREFIX'; topo_udp_roundtrip client $INET_ALLOWED_V4 123 tick"
 expect_match "dig time.test" "$(in_ns client dig +short +time=2 +tries=1 time.test A)" "^$INET_ALLOWED_V4$"
 expect_match "then udp to it passes (a udp rule to a name)" "$(topo_udp_roundtrip client "$INET_ALLOWED_V4" 123 tick)" "tick"
+in_ns client dig +short +time=2 +tries=1 allowed.test A >/dev/null  # bindings live 3 s in this policy
 expect_ok "ping allowed.test's address (an icmp rule to a name it was resolved for)" \
   in_ns client ping -c 1 -W 2 "$INET_ALLOWED_V4"
 expect_match "dig git.test" "$(in_ns client dig +short +time=2 +tries=1 git.test A)" "^$INET_ALLOWED_V4$"
@@ -98,6 +99,16 @@ sleep 0.3
 expect_ok "the resolver saw allowed.test" grep -q "query\[A\] allowed.test" "$dnsmasq_log"
 expect_fail "the resolver never saw evil.test or the secret" grep -qE "evil\.test|$secret" "$dnsmasq_log"
 expect_log "filtered queries are logged" '"l7":"dns"' '"name":"evil.test"' '"verdict":"deny"' '"reason":"query-filtered"'
+
+echo "== bindings expire; flows decided while they lived go on"
+expect_match "dig git.test" "$(in_ns client dig +short +time=2 +tries=1 git.test A)" "^$INET_ALLOWED_V4$"
+expect_match "a connection opened while git.test was bound still carries data after the binding expired" \
+  "$( (printf 'SSH-2.0-OpenSSH_9.2p1\r\n'; sleep 4; printf 'after-expiry\n') |
+    in_ns client timeout 10 socat -t 2 - "TCP:$INET_ALLOWED_V4:22")" "after-expiry"
+expect_match "a new one, with no answer since, is refused" \
+  "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22" 2>&1 || true)" \
+  "^$|reset|refused"
+expect_log "... as its name is no longer bound" '"dport":22' '"l7":"ssh"' '"verdict":"deny"'
 
 pc_stop
 expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9]'
