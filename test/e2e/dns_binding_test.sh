@@ -109,6 +109,10 @@ expect_match "a new one, with no answer since, is refused" \
   "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22" 2>&1 || true)" \
   "^$|reset|refused"
 expect_log "... as its name is no longer bound" '"dport":22' '"l7":"ssh"' '"verdict":"deny"'
+expect_match "dig +tcp git.test: an answer over TCP" "$(in_ns client dig +tcp +short +time=2 +tries=1 git.test A)" \
+  "^$INET_ALLOWED_V4$"
+expect_match "binds too" \
+  "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22")" "^SSH-2.0"
 
 pc_stop
 expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9]'

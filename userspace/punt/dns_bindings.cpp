@@ -100,12 +100,19 @@ std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::Com
   }
   const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
   if (pkt.payload_off > end) return std::nullopt;
-  const parsers::DnsMessage answer = parsers::parse_dns_message(frame.subspan(pkt.payload_off, end - pkt.payload_off));
+  return learn_from_message(bindings, policy, frame.subspan(pkt.payload_off, end - pkt.payload_off),
+                            address_of(pkt.dst, pkt.family), now_ns);
+}
+
+std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::CompiledPolicy& policy,
+                                         std::span<const uint8_t> message, const policy::IpAddress& client,
+                                         uint64_t now_ns) {
+  const parsers::DnsMessage answer = parsers::parse_dns_message(message);
   if (answer.status != parsers::ParseStatus::found || !answer.response) return std::nullopt;
   if (answer.rcode != 0) return size_t{0};
   // Every name of the chain from the asked name binds the addresses the chain ends at.
   const std::vector<std::string> chain = parsers::cname_chain(answer, answer.question.name);
-  const std::optional<size_t> group = policy.group_of(address_of(pkt.dst, pkt.family));
+  const std::optional<size_t> group = policy.group_of(client);
   size_t made = 0;
   for (const parsers::DnsAddressRecord& record : answer.addresses) {
     if (std::find(chain.begin(), chain.end(), record.name) == chain.end()) continue;

@@ -64,4 +64,9 @@ class DnsBindings {
 std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::CompiledPolicy& policy,
                                         std::span<const uint8_t> frame, uint64_t now_ns);
 
+// The same for one DNS message (no length prefix) going to `client`.
+std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::CompiledPolicy& policy,
+                                         std::span<const uint8_t> message, const policy::IpAddress& client,
+                                         uint64_t now_ns);
+
 }  // namespace portcullis::punt

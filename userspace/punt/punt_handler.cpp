@@ -147,6 +147,37 @@ bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
   return true;
 }
 
+// DNS over TCP: the answer direction's bytes are put back in order, and every whole message in them is read.
+// Bounded: a connection's first 64 KiB of answers, and a connection quiet for 30 s is forgotten.
+void PuntHandler::learn_from_tcp_answer(std::span<const uint8_t> frame) {
+  pc_packet pkt{};
+  pc_flow_key key{};
+  uint8_t direction = 0;
+  if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt) != PC_DROP_NONE || pkt.proto != kTcp ||
+      pc_flow_key_from_packet(&pkt, &key, &direction) < 0 || pkt.l4_off + 8u > frame.size()) {
+    ++stats_.dns_malformed;
+    return;
+  }
+  const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
+  const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
+  if (pkt.payload_off >= end) return;
+  AnswerStream& answers = answer_streams_[key];
+  answers.last_ns = monotonic_ns();
+  if (!answers.stream) answers.stream.emplace(seq, parsers::TcpStreamPrefix::kDefaultLimit);
+  answers.stream->add_segment(seq, frame.subspan(pkt.payload_off, end - pkt.payload_off));
+  const std::span<const uint8_t> bytes = answers.stream->contiguous();
+  const policy::IpAddress client = address_of(pkt.dst, pkt.family);
+  while (answers.consumed + 2 <= bytes.size()) {
+    const size_t length = size_t{bytes[answers.consumed]} << 8 | bytes[answers.consumed + 1];
+    if (answers.consumed + 2 + length > bytes.size()) break;
+    const std::optional<size_t> made =
+        learn_from_message(bindings_, *policy_, bytes.subspan(answers.consumed + 2, length), client, answers.last_ns);
+    ++(made ? stats_.dns_answers : stats_.dns_malformed);
+    answers.consumed += 2 + length;
+  }
+  stats_.dns_bindings = bindings_.size();
+}
+
 void PuntHandler::on_pending_event(const pc_verdict_event& event) {
   pc_flow_key key{};
   uint8_t direction = 0;
@@ -249,6 +280,10 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     // A copy of a DNS answer on its way to a client: what it binds holds for the client's next flows, which
     // come through this ring after it.
     if (!policy_) return;
+    pc_packet answer{};
+    if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &answer) == PC_DROP_NONE && answer.proto == kTcp) {
+      return learn_from_tcp_answer(frame);
+    }
     const std::optional<size_t> made = learn_from_answer(bindings_, *policy_, frame, monotonic_ns());
     ++(made ? stats_.dns_answers : stats_.dns_malformed);
     stats_.dns_bindings = bindings_.size();
@@ -497,6 +532,7 @@ void PuntHandler::tick() {
   std::erase_if(decided_, [now](const auto& entry) { return entry.second.forget_ns <= now; });
   bindings_.expire(now);
   stats_.dns_bindings = bindings_.size();
+  std::erase_if(answer_streams_, [now](const auto& entry) { return entry.second.last_ns + 30'000'000'000ULL <= now; });
 }
 
 void PuntHandler::write_config(uint64_t now) {

@@ -117,6 +117,12 @@ class PuntHandler {
     bool allow = false;
     uint64_t forget_ns = 0;
   };
+  // A DNS-over-TCP answer direction, read message by message (each behind its 2-byte length).
+  struct AnswerStream {
+    std::optional<parsers::TcpStreamPrefix> stream;
+    size_t consumed = 0;  // stream bytes of the messages read so far
+    uint64_t last_ns = 0;
+  };
   struct Draining {
     uint32_t rule_id = 0;
     uint32_t generation = 0;
@@ -133,6 +139,7 @@ class PuntHandler {
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
   void describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now) const;
   void inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held);
+  void learn_from_tcp_answer(std::span<const uint8_t> frame);
   bool pending_in_data_plane(const pc_flow_key& key);
   void finish_draining();
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
@@ -162,6 +169,7 @@ class PuntHandler {
   std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;
   std::unordered_map<pc_flow_key, Decided, KeyHash, KeyEqual> decided_;
   std::unordered_map<pc_flow_key, Draining, KeyHash, KeyEqual> draining_;  // allowed, frames still coming
+  std::unordered_map<pc_flow_key, AnswerStream, KeyHash, KeyEqual> answer_streams_;
   PuntStats stats_;
   std::vector<std::string> errors_;  // the last few, for the log
 };
