@@ -5,13 +5,13 @@
 #include <algorithm>
 #include <array>
 
+#include "parsers/host_name.h"
+
 namespace portcullis::parsers {
 namespace {
 
 using Reason = HttpRequestReason;
 
-constexpr size_t kMaxHostNameLength = 253;
-constexpr size_t kMaxLabelLength = 63;
 constexpr size_t kMaxPortDigits = 5;
 constexpr uint32_t kMaxPort = 65535;
 // Both accepted versions have this shape; the bytes at kVersionMajor and kVersionMinor vary.
@@ -64,10 +64,6 @@ constexpr bool is_ows(char c) {
   return c == ' ' || c == '\t';
 }
 
-constexpr char ascii_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
 bool equals_ignoring_case(std::string_view a, std::string_view b) {
   return std::ranges::equal(a, b, {}, ascii_lower, ascii_lower);
 }
@@ -89,32 +85,6 @@ struct Authority {
   std::optional<uint16_t> port;
   bool ip_literal = false;
 };
-
-constexpr bool is_host_name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
-
-// The rules the ClientHello parser applies to SNI (tls_client_hello.cpp), so a name means the
-// same whether a flow showed it in SNI or in Host. `name` is already lower-case.
-constexpr bool is_dns_name(std::string_view name) {
-  size_t label_length = 0;
-  for (const char c : name) {
-    if (c == '.') {
-      if (label_length == 0) {
-        return false;
-      }
-      label_length = 0;
-    } else if (!is_host_name_char(c) || ++label_length > kMaxLabelLength) {
-      return false;
-    }
-  }
-  return label_length != 0;
-}
-
-bool is_ipv4_literal(const std::string& name) {
-  in_addr address{};
-  return is_digit(name.back()) && inet_pton(AF_INET, name.c_str(), &address) == 1;
-}
 
 Reason set_name(std::string_view name, Authority& out) {
   if (name.ends_with('.')) {

@@ -8,6 +8,8 @@
 
 #include "parsers/byte_reader.h"
 
+#include "parsers/host_name.h"
+
 namespace portcullis::parsers {
 namespace {
 
@@ -21,8 +23,6 @@ constexpr size_t kHandshakeHeaderLength = 4;
 constexpr size_t kMaxRecordLength = size_t{1} << 14;  // RFC 8446 5.1, TLSPlaintext.length
 constexpr size_t kRandomLength = 32;
 constexpr size_t kMaxSessionIdLength = 32;
-constexpr size_t kMaxHostNameLength = 253;
-constexpr size_t kMaxLabelLength = 63;
 constexpr uint16_t kExtensionServerName = 0;
 constexpr uint16_t kExtensionAlpn = 16;
 constexpr uint16_t kExtensionEncryptedClientHello = 0xfe0d;
@@ -41,43 +41,12 @@ ClientHelloResult make_result(ParseStatus status, Reason reason = Reason::none) 
 
 // ---- server_name -------------------------------------------------------------------------
 
-constexpr char ascii_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-constexpr bool is_host_name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
-
-// `name` is already lower-case. Underscore is allowed because real names carry it (service
-// labels, some CDNs) and servers accept it.
-constexpr bool is_dns_name(std::string_view name) {
-  size_t label_length = 0;
-  for (const char c : name) {
-    if (c == '.') {
-      if (label_length == 0) {
-        return false;
-      }
-      label_length = 0;
-    } else if (!is_host_name_char(c) || ++label_length > kMaxLabelLength) {
-      return false;
-    }
-  }
-  return label_length != 0;
-}
-
 // An address literal with a colon: IPv6 ("2001:db8::1", "::ffff:192.0.2.1", "[::1]") or host:port
 // ("server4:443"). Only the characters those use, and the dots in it separate something.
 constexpr bool is_colon_literal(std::string_view name) {
   const bool characters_ok = std::ranges::all_of(
       name, [](char c) { return is_host_name_char(c) || c == '.' || c == ':' || c == '[' || c == ']'; });
   return characters_ok && !name.ends_with('.') && !name.starts_with('.') && name.find("..") == std::string_view::npos;
-}
-
-bool is_ipv4_literal(const std::string& name) {
-  // Dotted quads end in a digit and DNS names almost never do: skip the libc call for them.
-  in_addr address{};
-  return name.back() >= '0' && name.back() <= '9' && inet_pton(AF_INET, name.c_str(), &address) == 1;
 }
 
 Reason set_host_name(std::span<const uint8_t> raw, ClientHelloResult& out) {
