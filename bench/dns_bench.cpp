@@ -10,6 +10,7 @@
 
 #include "policy/policy_loader.h"
 #include "punt/dns_bindings.h"
+#include "support/packet_builder.h"
 
 namespace {
 
@@ -23,25 +24,10 @@ std::vector<uint8_t> answer_frame() {
                                     0xc0, 0x0c, 0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x0a, 0x03, 'c',
                                     'd',  'n',  0x04, 't',  'e',  's',  't',  0x00, 0xc0, 0x28, 0x00, 0x01, 0x00, 0x01,
                                     0x00, 0x00, 0x00, 0x3c, 0x00, 0x04, 198,  18,   0,    10};
-  std::vector<uint8_t> frame(14 + 20 + 8, 0);
-  frame[12] = 0x08;
-  uint8_t* ip = frame.data() + 14;
-  const size_t ip_length = 20 + 8 + dns.size();
-  ip[0] = 0x45;
-  ip[2] = static_cast<uint8_t>(ip_length >> 8);
-  ip[3] = static_cast<uint8_t>(ip_length);
-  ip[8] = 64;
-  ip[9] = 17;
-  const uint8_t addresses[8] = {198, 18, 0, 53, 10, 88, 1, 2};
-  std::copy(addresses, addresses + 8, ip + 12);
-  uint8_t* udp = ip + 20;
-  udp[1] = 53;
-  udp[2] = 0x9c;
-  udp[3] = 0x40;
-  udp[4] = static_cast<uint8_t>((8 + dns.size()) >> 8);
-  udp[5] = static_cast<uint8_t>(8 + dns.size());
-  frame.insert(frame.end(), dns.begin(), dns.end());
-  return frame;
+  return test::PacketBuilder()
+      .ipv4({.src = test::ipv4_address("198.18.0.53"), .dst = test::ipv4_address("10.88.1.2")})
+      .udp({.sport = 53, .dport = 40000, .payload = dns})
+      .frame();
 }
 
 std::shared_ptr<const policy::CompiledPolicy> sandbox_policy() {

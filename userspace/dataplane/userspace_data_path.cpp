@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "dataplane/frame_fields.h"
 #include "dataplane/table_classifier.h"
 #include "policy/prefix_matcher.h"
 #include "portcullis/compat.h"
@@ -104,13 +105,6 @@ class LruTable {
   Order order_;
   std::unordered_map<Key, typename Order::iterator, Hash, Equal> index_;
 };
-
-policy::IpAddress address_of(const union pc_addr& addr, __u8 family) {
-  policy::IpAddress address;
-  address.family = family == PC_FAMILY_IPV6 ? policy::IpFamily::v6 : policy::IpFamily::v4;
-  std::memcpy(address.bytes.data(), addr.bytes, family == PC_FAMILY_IPV6 ? 16 : 4);
-  return address;
-}
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/frame_fields.h"
 #include "parsers/dns_message.h"
 #include "portcullis/compat.h"
 #include "portcullis/parse.h"
@@ -12,13 +13,6 @@ namespace {
 
 constexpr uint8_t kUdp = 17;
 constexpr uint64_t kNsPerSecond = 1'000'000'000ULL;
-
-policy::IpAddress address_of(const pc_addr& addr, uint8_t family) {
-  policy::IpAddress address;
-  address.family = family == PC_FAMILY_IPV6 ? policy::IpFamily::v6 : policy::IpFamily::v4;
-  std::memcpy(address.bytes.data(), addr.bytes, family == PC_FAMILY_IPV6 ? 16 : 4);
-  return address;
-}
 
 }  // namespace
 
@@ -98,10 +92,8 @@ std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::Com
       pkt.is_fragment) {
     return std::nullopt;
   }
-  const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
-  if (pkt.payload_off > end) return std::nullopt;
-  return learn_from_message(bindings, policy, frame.subspan(pkt.payload_off, end - pkt.payload_off),
-                            address_of(pkt.dst, pkt.family), now_ns);
+  return learn_from_message(bindings, policy, dataplane::payload_of(pkt, frame),
+                            dataplane::address_of(pkt.dst, pkt.family), now_ns);
 }
 
 std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::CompiledPolicy& policy,

@@ -9,10 +9,12 @@
 #include <stdexcept>
 #include <utility>
 
+#include "dataplane/frame_fields.h"
 #include "parsers/dns_message.h"
 #include "portcullis/compat.h"
 #include "portcullis/parse.h"
 #include "punt/frame_offloads.h"
+#include "punt/monotonic_clock.h"
 
 namespace portcullis::punt {
 namespace {
@@ -25,28 +27,14 @@ constexpr uint64_t kDecidedMemoryNs = 10'000'000'000ULL;
 constexpr uint32_t kStreamLimit = 20 * 1024;
 constexpr size_t kMaxErrors = 16;
 
-uint64_t monotonic_ns() {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
-}
-
-policy::IpAddress address_of(const pc_addr& addr, uint8_t family) {
-  policy::IpAddress address;
-  address.family = family == PC_FAMILY_IPV6 ? policy::IpFamily::v6 : policy::IpFamily::v4;
-  std::memcpy(address.bytes.data(), addr.bytes, family == PC_FAMILY_IPV6 ? 16 : 4);
-  return address;
-}
+using dataplane::address_of;
+using dataplane::payload_of;
+using dataplane::tcp_seq;
 
 policy::L4Proto l4_of(const pc_packet& pkt) {
   if (pkt.proto == kTcp) return policy::L4Proto::tcp;
   if (pkt.proto == kUdp) return policy::L4Proto::udp;
   return pkt.family == PC_FAMILY_IPV6 ? policy::L4Proto::icmpv6 : policy::L4Proto::icmp;
-}
-
-uint32_t load32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
-         p[3];
 }
 
 // Sequence numbers compare modulo 2^32.
@@ -149,22 +137,20 @@ bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
 
 // DNS over TCP: the answer direction's bytes are put back in order, and every whole message in them is read.
 // Bounded: a connection's first 64 KiB of answers, and a connection quiet for 30 s is forgotten.
-void PuntHandler::learn_from_tcp_answer(std::span<const uint8_t> frame) {
-  pc_packet pkt{};
+void PuntHandler::learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame) {
   pc_flow_key key{};
   uint8_t direction = 0;
-  if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt) != PC_DROP_NONE || pkt.proto != kTcp ||
-      pc_flow_key_from_packet(&pkt, &key, &direction) < 0 || pkt.l4_off + 8u > frame.size()) {
+  const std::optional<uint32_t> seq = tcp_seq(pkt, frame);
+  if (pc_flow_key_from_packet(&pkt, &key, &direction) < 0 || !seq) {
     ++stats_.dns_malformed;
     return;
   }
-  const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
-  const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
-  if (pkt.payload_off >= end) return;
+  const std::span<const uint8_t> payload = payload_of(pkt, frame);
+  if (payload.empty()) return;
   AnswerStream& answers = answer_streams_[key];
   answers.last_ns = monotonic_ns();
-  if (!answers.stream) answers.stream.emplace(seq, parsers::TcpStreamPrefix::kDefaultLimit);
-  answers.stream->add_segment(seq, frame.subspan(pkt.payload_off, end - pkt.payload_off));
+  if (!answers.stream) answers.stream.emplace(*seq, parsers::TcpStreamPrefix::kDefaultLimit);
+  answers.stream->add_segment(*seq, payload);
   const std::span<const uint8_t> bytes = answers.stream->contiguous();
   const policy::IpAddress client = address_of(pkt.dst, pkt.family);
   while (answers.consumed + 2 <= bytes.size()) {
@@ -230,9 +216,7 @@ void PuntHandler::describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now
 // reaches the resolver; a TCP one, which cannot be answered in its stream from here, resets the connection.
 void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held) {
   const std::span<const uint8_t> frame = held.bytes;
-  const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
-  const std::span<const uint8_t> payload =
-      pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+  const std::span<const uint8_t> payload = payload_of(pkt, frame);
   const parsers::DnsMessage query = pkt.proto == kUdp
                                         ? parsers::parse_dns_message(payload, parsers::DnsDirection::query)
                                         : parsers::parse_dns_tcp_stream(payload, parsers::DnsDirection::query);
@@ -281,10 +265,13 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     // come through this ring after it.
     if (!policy_) return;
     pc_packet answer{};
-    if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &answer) == PC_DROP_NONE && answer.proto == kTcp) {
-      return learn_from_tcp_answer(frame);
+    if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &answer) != PC_DROP_NONE || answer.is_fragment) {
+      ++stats_.dns_malformed;
+      return;
     }
-    const std::optional<size_t> made = learn_from_answer(bindings_, *policy_, frame, monotonic_ns());
+    if (answer.proto == kTcp) return learn_from_tcp_answer(answer, frame);
+    const std::optional<size_t> made = learn_from_message(bindings_, *policy_, payload_of(answer, frame),
+                                                          address_of(answer.dst, answer.family), monotonic_ns());
     ++(made ? stats_.dns_answers : stats_.dns_malformed);
     stats_.dns_bindings = bindings_.size();
     return;
@@ -325,9 +312,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   if (flow.held_bytes > settings_.flow_hold_bytes) return deny(key, flow, PC_DROP_HOLD_LIMIT, {});
 
   if (pkt.proto == kUdp && !pkt.is_fragment) {
-    const size_t end = std::min<size_t>(frame.size(), pkt.payload_off + pkt.payload_len);
-    const std::span<const uint8_t> datagram =
-        pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+    const std::span<const uint8_t> datagram = payload_of(pkt, frame);
     if (!flow.quic && flow.frames.size() == 1 && starts_quic_long_header(datagram)) {
       flow.quic = std::make_unique<parsers::QuicClientHelloReader>(quic_decryptor_);
     }
@@ -362,8 +347,9 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
 }
 
 bool PuntHandler::add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame) {
-  if (pkt.l4_off + 8u > frame.size()) return true;
-  const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
+  const std::optional<uint32_t> segment_seq = tcp_seq(pkt, frame);
+  if (!segment_seq) return true;
+  const uint32_t seq = *segment_seq;
   const bool syn = (pkt.tcp_flags & PC_TCP_SYN) != 0;
   const uint32_t start = syn ? seq + 1 : seq;
   if (!flow.stream || (!syn && seq_before(start, flow.stream_start))) {
@@ -376,20 +362,13 @@ bool PuntHandler::add_segment(PendingFlow& flow, const pc_packet& pkt, std::span
       if (pc_parse_packet(held.bytes.data(), held.bytes.data() + held.bytes.size(), &earlier) != PC_DROP_NONE) {
         continue;
       }
-      if (earlier.l4_off + 8u > held.bytes.size()) continue;
-      const size_t end = std::min<size_t>(held.bytes.size(), earlier.payload_off + earlier.payload_len);
-      if (earlier.payload_off > end) continue;
-      flow.stream->add_segment(
-          load32(held.bytes.data() + earlier.l4_off + 4),
-          std::span<const uint8_t>(held.bytes.data() + earlier.payload_off, end - earlier.payload_off),
-          (earlier.tcp_flags & PC_TCP_SYN) != 0);
+      if (const std::optional<uint32_t> earlier_seq = tcp_seq(earlier, held.bytes)) {
+        flow.stream->add_segment(*earlier_seq, payload_of(earlier, held.bytes), (earlier.tcp_flags & PC_TCP_SYN) != 0);
+      }
     }
     return !flow.stream->conflict();
   }
-  const size_t end = std::min<size_t>(frame.size(), pkt.payload_off + pkt.payload_len);
-  if (pkt.payload_off <= end) {
-    flow.stream->add_segment(seq, frame.subspan(pkt.payload_off, end - pkt.payload_off), syn);
-  }
+  flow.stream->add_segment(seq, payload_of(pkt, frame), syn);
   return !flow.stream->conflict();
 }
 

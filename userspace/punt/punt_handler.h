@@ -139,7 +139,7 @@ class PuntHandler {
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
   void describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now) const;
   void inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held);
-  void learn_from_tcp_answer(std::span<const uint8_t> frame);
+  void learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame);
   bool pending_in_data_plane(const pc_flow_key& key);
   void finish_draining();
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).

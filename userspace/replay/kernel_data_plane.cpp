@@ -17,15 +17,10 @@
 #include "dataplane/bpf_objects.h"
 #include "dataplane/policy_map_writer.h"
 #include "portcullis/punt.h"
+#include "punt/monotonic_clock.h"
 
 namespace portcullis::replay {
 namespace {
-
-uint64_t monotonic_ns() {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
-}
 
 // Deletes every entry of a hash map.
 void clear_map(int fd, size_t key_size) {
@@ -70,7 +65,7 @@ class KernelDataPlane final : public ReplayDataPlane {
 
   // The kernel keeps its own clock: the heartbeat is its now, and flow times are the kernel's.
   void set_clock(uint64_t /*capture_ns*/) override {
-    const pc_punt_config config{.heartbeat_ns = monotonic_ns(),
+    const pc_punt_config config{.heartbeat_ns = punt::monotonic_ns(),
                                 .flow_hold_bytes = kReplayFlowHoldBytes,
                                 .rate_per_sec = kReplayPuntRate,
                                 .burst = kReplayPuntBurst,

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "dataplane/frame_fields.h"
 #include "dataplane/policy_tables.h"
 #include "dataplane/userspace_data_path.h"
 #include "parsers/dns_message.h"
@@ -46,12 +47,9 @@ std::string address_text(const pc_addr& addr, uint8_t family) {
   return text;
 }
 
-policy::IpAddress address_of(const pc_addr& addr, uint8_t family) {
-  policy::IpAddress address;
-  address.family = family == PC_FAMILY_IPV6 ? policy::IpFamily::v6 : policy::IpFamily::v4;
-  std::memcpy(address.bytes.data(), addr.bytes, family == PC_FAMILY_IPV6 ? 16 : 4);
-  return address;
-}
+using dataplane::address_of;
+using dataplane::payload_of;
+using dataplane::tcp_seq;
 
 bool is_icmp(const pc_packet& pkt) {
   return (pkt.proto == 1 && pkt.family == PC_FAMILY_IPV4) || (pkt.proto == 58 && pkt.family == PC_FAMILY_IPV6);
@@ -62,11 +60,6 @@ std::string proto_text(const pc_packet& pkt) {
   if (pkt.proto == kUdp) return "udp";
   if (is_icmp(pkt)) return pkt.family == PC_FAMILY_IPV6 ? "icmpv6" : "icmp";
   return std::to_string(pkt.proto);
-}
-
-uint32_t load32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
-         p[3];
 }
 
 struct KeyLess {
@@ -160,7 +153,8 @@ class Replayer::Capture {
     if (!from_initiator) {
       // A DNS answer binds names to addresses, as the data plane's copy of it does live.
       if (pkt.sport == PC_DNS_PORT && pkt.proto == kUdp && outcome.passed) {
-        (void)punt::learn_from_answer(bindings_, *owner_.policy_, frame, now_);
+        (void)punt::learn_from_message(bindings_, *owner_.policy_, payload_of(pkt, frame),
+                                       address_of(pkt.dst, pkt.family), now_);
       }
       return;
     }
@@ -242,7 +236,7 @@ class Replayer::Capture {
 
   // A DNS query over UDP: the flow is DNS, named by its first query; under dns.filter_queries a query for a
   // name no rule of the client's could allow is answered NXDOMAIN live, and the flow reported denied.
-  void read_query(Flow& flow, const pc_packet& pkt, std::span<const uint8_t> payload, bool inspected) {
+  void read_query(Flow& flow, std::span<const uint8_t> payload, bool inspected) {
     const parsers::DnsMessage query = parsers::parse_dns_message(payload, parsers::DnsDirection::query);
     if (query.status != parsers::ParseStatus::found) return;
     if (flow.identity.state == FlowIdentity::State::need_more || flow.identity.l7 != policy::L7Proto::dns) {
@@ -255,21 +249,19 @@ class Replayer::Capture {
       flow.filtered = true;
       flow.identity.name = query.question.name;
     }
-    (void)pkt;
   }
 
   // Reads what the initiator's packet adds to the flow's start, until the flow is identified.
   void identify(Flow& flow, const pc_packet& pkt, std::span<const uint8_t> frame, bool inspected) {
-    const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);
-    const std::span<const uint8_t> payload =
-        pkt.payload_off <= end ? frame.subspan(pkt.payload_off, end - pkt.payload_off) : std::span<const uint8_t>{};
+    const std::span<const uint8_t> payload = payload_of(pkt, frame);
     if (pkt.proto == kUdp && pkt.dport == PC_DNS_PORT && !pkt.is_fragment && !payload.empty()) {
-      return read_query(flow, pkt, payload, inspected);
+      return read_query(flow, payload, inspected);
     }
     if (flow.identity.state != FlowIdentity::State::need_more) return;
     if (pkt.proto == kTcp) {
-      if (pkt.l4_off + 8u > frame.size()) return;
-      const uint32_t seq = load32(frame.data() + pkt.l4_off + 4);
+      const std::optional<uint32_t> segment_seq = tcp_seq(pkt, frame);
+      if (!segment_seq) return;
+      const uint32_t seq = *segment_seq;
       const bool syn = (pkt.tcp_flags & PC_TCP_SYN) != 0;
       if (!flow.stream) {
         if (!syn && payload.empty()) return;  // a capture that starts mid-connection: from its first data on
