@@ -117,4 +117,14 @@ std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::Co
   return made;
 }
 
+PendingVerdict decide_with_bindings(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                    const PendingFlowFacts& flow, const FlowIdentity& identity,
+                                    const DnsBindings& bindings, uint64_t now_ns) {
+  const std::optional<size_t> group = policy.group_of(flow.src);
+  if (identity.name) {
+    return decide_pending_flow(policy, mode, flow, identity, bindings.bound(group, *identity.name, flow.dst, now_ns));
+  }
+  return decide_by_bound_names(policy, mode, flow, identity, bindings.names_of(group, flow.dst, now_ns));
+}
+
 }  // namespace portcullis::punt

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "policy/compiled_policy.h"
+#include "punt/flow_identity.h"
 
 namespace portcullis::punt {
 
@@ -68,5 +69,12 @@ std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::Com
 std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::CompiledPolicy& policy,
                                          std::span<const uint8_t> message, const policy::IpAddress& client,
                                          uint64_t now_ns);
+
+// The verdict for a pending flow that showed `identity`, with what `bindings` know now: whether its address is
+// bound to the name it shows, or, when it shows none, the names its address is bound to (decide_pending_flow,
+// decide_by_bound_names). The one decision the daemon and replay both take.
+PendingVerdict decide_with_bindings(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                    const PendingFlowFacts& flow, const FlowIdentity& identity,
+                                    const DnsBindings& bindings, uint64_t now_ns);
 
 }  // namespace portcullis::punt

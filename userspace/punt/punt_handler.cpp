@@ -374,12 +374,7 @@ bool PuntHandler::add_segment(PendingFlow& flow, const pc_packet& pkt, std::span
 
 void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity) {
   if (!policy_) return deny(key, flow, PC_DROP_DENIED_BY_DEFAULT, identity);
-  const std::optional<size_t> group = policy_->group_of(flow.facts.src);
-  const uint64_t now = monotonic_ns();
-  const bool name_bound = identity.name && bindings_.bound(group, *identity.name, flow.facts.dst, now);
-  const PendingVerdict verdict = identity.name ? decide_pending_flow(*policy_, mode_, flow.facts, identity, name_bound)
-                                               : decide_by_bound_names(*policy_, mode_, flow.facts, identity,
-                                                                       bindings_.names_of(group, flow.facts.dst, now));
+  const PendingVerdict verdict = decide_with_bindings(*policy_, mode_, flow.facts, identity, bindings_, monotonic_ns());
   const uint32_t rule_id =
       verdict.rule != nullptr ? static_cast<uint32_t>(verdict.rule - policy_->rules().data()) : PC_RULE_NONE;
   const uint32_t scope = verdict.group ? static_cast<uint32_t>(*verdict.group + 1) : PC_SCOPE_TOP_LEVEL;

@@ -311,13 +311,8 @@ class Replayer::Capture {
     if (flow.conflict) {
       reason = PC_DROP_STREAM_CONFLICT;
     } else {
-      const std::optional<size_t> group = owner_.policy_->group_of(flow.facts.src);
-      const bool name_bound = flow.identity.name && bindings_.bound(group, *flow.identity.name, flow.facts.dst, now_);
       const punt::PendingVerdict verdict =
-          flow.identity.name
-              ? punt::decide_pending_flow(*owner_.policy_, owner_.mode_, flow.facts, flow.identity, name_bound)
-              : punt::decide_by_bound_names(*owner_.policy_, owner_.mode_, flow.facts, flow.identity,
-                                            bindings_.names_of(group, flow.facts.dst, now_));
+          punt::decide_with_bindings(*owner_.policy_, owner_.mode_, flow.facts, flow.identity, bindings_, now_);
       allow = verdict.allow;
       reason = verdict.reason;
       if (verdict.rule != nullptr) rule_id = static_cast<uint32_t>(verdict.rule - owner_.policy_->rules().data());
