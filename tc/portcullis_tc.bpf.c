@@ -29,6 +29,21 @@ static __always_inline enum pc_drop_reason pc_parse_skb(struct __sk_buff *skb, s
 	return pc_parse_packet((const void *)(long)skb->data, (const void *)(long)skb->data_end, pkt);
 }
 
+/* Whether the daemon wants the packet a new flow was denied at (run --pcap-denied): within the source's punt
+ * token bucket, so that a source opening denied flows fast cannot crowd the ring. */
+static __always_inline int pc_capture_denied(const struct pc_packet *pkt)
+{
+	const struct pc_punt_config *config = pc_state_punt_config();
+	struct pc_punt_bucket *bucket;
+
+	if (!config || !(config->flags & PC_PUNT_CAPTURE_DENIED))
+		return 0;
+	bucket = pc_state_punt_bucket(pkt);
+	return bucket && pc_punt_bucket_take(bucket, config, bpf_ktime_get_ns());
+}
+
+__noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u32 path, __u32 gso);
+
 /* `ifindex` and `egress` are read from the skb before any helper may move its data: the verifier refuses
  * context reads through a pointer the compiler has offset.
  *
@@ -37,8 +52,14 @@ static __always_inline enum pc_drop_reason pc_parse_skb(struct __sk_buff *skb, s
 __noinline int pc_tc_refuse(struct __sk_buff *skb, const struct pc_packet *pkt, __u32 action, __u32 ifindex,
 			    __u32 egress)
 {
+	const __u32 new_denied = action >> 8;
+
+	action &= 0xff;
 	if (!skb || !pkt)
 		return TC_ACT_SHOT;
+	/* The packet a new flow was denied at, for --pcap-denied: copied before a reject rewrites it. */
+	if (new_denied && pc_capture_denied(pkt))
+		pc_tc_punt(skb, skb->len, ifindex, PC_PUNT_DENIED, 0);
 	if (action == PC_REJECT) {
 		if (pc_reject(skb, pkt, ifindex, egress) == 0) {
 			pc_state_count(PC_COUNTER_REJECT_SENT);
@@ -59,7 +80,7 @@ static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_
 {
 	if (out.action == PC_PASS)
 		return TC_ACT_OK;
-	return pc_tc_refuse(skb, pkt, out.action, ifindex, egress);
+	return pc_tc_refuse(skb, pkt, out.action | ((__u32)out.new_denied << 8), ifindex, egress);
 }
 
 /* Copies the frame into the punt ring and holds it: returns PC_DROP_NONE, or why it could not. */

@@ -15,10 +15,10 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", "portcullis " PORTCULLIS_VERSION);
 
   const std::map<std::string, portcullis::cli::Runner> runners = {
-      {"check", portcullis::cli::add_check_command(app)},
-      {"explain", portcullis::cli::add_explain_command(app)},
-      {"replay", portcullis::cli::add_replay_command(app)},
-      {"run", portcullis::cli::add_run_command(app)},
+      {"check", portcullis::cli::add_check_command(app)},   {"explain", portcullis::cli::add_explain_command(app)},
+      {"replay", portcullis::cli::add_replay_command(app)}, {"run", portcullis::cli::add_run_command(app)},
+      {"flows", portcullis::cli::add_flows_command(app)},   {"stats", portcullis::cli::add_stats_command(app)},
+      {"reload", portcullis::cli::add_reload_command(app)},
   };
   try {
     app.parse(argc, argv);

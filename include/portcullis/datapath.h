@@ -45,20 +45,21 @@ enum pc_action_kind {
 };
 
 struct pc_outcome {
-	__u8 action; /* enum pc_action_kind */
-	__u8 pad[3];
+	__u8 action;	 /* enum pc_action_kind */
+	__u8 new_denied; /* the packet is the one a new flow was denied at */
+	__u8 pad[2];
 	__u32 reason; /* enum pc_drop_reason when the packet does not pass */
 };
 
 /* A pc_outcome packed in the scalar a subprogram (PC_SUBPROG) returns. */
 static __always_inline __u64 pc_outcome_pack(struct pc_outcome out)
 {
-	return out.action | ((__u64)out.reason << 32);
+	return out.action | ((__u64)out.new_denied << 8) | ((__u64)out.reason << 32);
 }
 
 static __always_inline struct pc_outcome pc_outcome_unpack(__u64 packed)
 {
-	struct pc_outcome out = {.action = (__u8)packed, .reason = (__u32)(packed >> 32)};
+	struct pc_outcome out = {.action = (__u8)packed, .new_denied = (__u8)(packed >> 8), .reason = (__u32)(packed >> 32)};
 
 	return out;
 }
@@ -336,7 +337,10 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 		return pc_pass();
 	if (decision.verdict == PC_VERDICT_PENDING && stored && stored->verdict == PC_VERDICT_PENDING)
 		return pc_hold_pending(pkt, stored, len);
-	return pc_refuse(decision.verdict, decision.reason);
+	struct pc_outcome refused = pc_refuse(decision.verdict, decision.reason);
+
+	refused.new_denied = 1;
+	return refused;
 }
 
 PC_SUBPROG __u64 pc_new_flow_packed(const struct pc_packet *pkt, const struct pc_flow_key *key, __u32 direction,
@@ -472,7 +476,7 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 	__builtin_memset(&inbound, 0, sizeof(inbound));
 	inbound.first_seen_ns = pc_state_now_ns();
 	inbound.last_seen_ns = inbound.first_seen_ns;
-	inbound.rule_id = PC_RULE_NONE;
+	inbound.rule_id = PC_RULE_INBOUND;
 	inbound.generation = config->generation;
 	inbound.verdict = PC_VERDICT_ALLOW;
 	inbound.initiator = direction;

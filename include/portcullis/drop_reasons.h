@@ -61,9 +61,10 @@ enum pc_drop_reason {
 	PC_DROP_ECH_REFUSED = 50,		/* an ECH ClientHello under `ech: deny` */
 	PC_DROP_QUIC_UNKNOWN_VERSION = 51,	/* QUIC whose Initials cannot be read, under `quic_unknown_version: deny` */
 	PC_DROP_QUERY_FILTERED = 52,		/* a DNS query for a name no rule of the client's could allow */
-	/* 53..: free */
+	PC_DROP_REVOKED = 53,			/* allowed, until a reloaded policy stopped allowing it */
+	/* 54..: free */
 
-	PC_DROP_MAX = 53,
+	PC_DROP_MAX = 54,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -117,6 +118,7 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_ECH_REFUSED: return "ech-refused";
 	case PC_DROP_QUIC_UNKNOWN_VERSION: return "quic-unknown-version";
 	case PC_DROP_QUERY_FILTERED: return "query-filtered";
+	case PC_DROP_REVOKED: return "revoked";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

@@ -20,6 +20,7 @@
 #define PC_RULE_SET_CAPACITY 32		  /* entries per rule set; a power of two */
 #define PC_RULE_SET_OVERFLOW 0xffffffffu  /* rule_set.count: the rules did not fit; userspace decides */
 #define PC_RULE_NONE 0xffffffffu	  /* no rule decided (defaults, reasons without a rule) */
+#define PC_RULE_INBOUND 0xfffffffeu	  /* host mode: a flow opened from outside, to a service of this host */
 
 /* Layer-4 protocols an entry applies to (bit mask). */
 enum pc_l4_bit {

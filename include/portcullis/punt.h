@@ -49,7 +49,11 @@ enum pc_punt_path {
 	PC_PUNT_INGRESS = 0, /* gateway: taken at the inside interface's ingress */
 	PC_PUNT_EGRESS = 1,  /* host: taken at the uplink's egress */
 	PC_PUNT_ANSWER = 2,  /* a copy of a DNS answer on its way in (not held): the daemon learns bindings */
+	PC_PUNT_DENIED = 3,  /* a copy of the packet a new flow was denied at (not held), for --pcap-denied */
 };
+
+/* pc_punt_config.flags */
+#define PC_PUNT_CAPTURE_DENIED 1 /* copy the packet every new flow is denied at (PC_PUNT_DENIED) */
 
 struct pc_punt_header {
 	__u64 timestamp_ns; /* CLOCK_MONOTONIC */
@@ -68,7 +72,7 @@ struct pc_punt_config {
 	__u32 flow_hold_bytes; /* held bytes a pending flow may have; past them it is denied */
 	__u32 rate_per_sec;    /* punts per second per source address (token bucket refill), at most 1e9 */
 	__u32 burst;           /* bucket size */
-	__u32 pad;
+	__u32 flags;           /* PC_PUNT_CAPTURE_DENIED */
 };
 PC_STATIC_ASSERT(sizeof(struct pc_punt_config) == 24, "pc_punt_config layout is shared with BPF");
 

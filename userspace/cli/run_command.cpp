@@ -1,6 +1,11 @@
 // `portcullis run`: loads the data plane, writes the policy into it, attaches it, and logs verdicts until a
 // signal: SIGHUP reloads the policy, SIGTERM and SIGINT take everything off again. SIGKILL leaves the programs
 // attached and the maps pinned (fail closed); the next `run` on the same pin directory adopts both.
+//
+// While it runs it keeps the flow table (conntrack/): every flow's state, name and counters, idle flows ended
+// after their timeouts, and on a reload the open flows the new policy no longer allows cut. The control socket
+// answers `flows`, `stats` and `reload`; the metrics endpoint serves Prometheus; systemd hears READY, RELOADING
+// and STOPPING.
 #include <net/if.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -11,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -22,15 +28,27 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/flow_report.h"
+#include "cli/metrics_report.h"
+#include "conntrack/connection_cutter.h"
+#include "conntrack/flow_entries.h"
+#include "conntrack/flow_table.h"
+#include "conntrack/revocation.h"
+#include "control/stream_server.h"
 #include "dataplane/attacher.h"
 #include "dataplane/bpf_objects.h"
 #include "dataplane/counters.h"
+#include "dataplane/frame_fields.h"
 #include "dataplane/policy_map_writer.h"
 #include "dataplane/policy_tables.h"
+#include "dataplane/table_classifier.h"
 #include "dataplane/verdict_log.h"
 #include "policy/compiled_policy.h"
 #include "policy/policy_loader.h"
+#include "punt/monotonic_clock.h"
 #include "punt/punt_handler.h"
+#include "replay/capture_writer.h"
+#include "service/sd_notify.h"
 
 namespace portcullis::cli {
 namespace {
@@ -51,7 +69,14 @@ struct RunOptions {
   uint32_t flow_table_size = 0;
   std::string xdp = "off";
   punt::PuntSettings punt;
+  std::string control;      // Unix socket path, or empty for none
+  std::string metrics;      // ADDR:PORT, or empty for none
+  std::string pcap_denied;  // capture file of the frames each deny was taken on, or empty
+  std::vector<std::string> timeouts;
 };
+
+// Flow-table upkeep: every so many 100 ms ticks the data plane's entries are read back, idle flows ended.
+constexpr uint32_t kSyncTicks = 20;
 
 // Where the JSON lines go: stderr by default, stdout for "-", else a file (appended to). Every line is
 // flushed at once: the log is what tests and operators follow live.
@@ -168,6 +193,14 @@ class RunCommand {
       std::cerr << "portcullis run: " << *problem << '\n';
       return 2;
     }
+    conntrack::Timeouts timeouts;
+    for (const std::string& assignment : options_.timeouts) {
+      if (const std::string problem = conntrack::set_timeout(timeouts, assignment); !problem.empty()) {
+        std::cerr << "portcullis run: --timeout: " << problem << '\n';
+        return 2;
+      }
+    }
+    flows_.set_timeouts(timeouts);
     // Blocked before anything is attached: a signal during start-up waits for the loop, which then cleans up.
     sigset_t signals;
     sigemptyset(&signals);
@@ -206,6 +239,7 @@ class RunCommand {
     if (!objects_->warning().empty()) std::cerr << "portcullis run: warning: " << objects_->warning() << '\n';
 
     writer_ = std::make_unique<PolicyMapWriter>(objects_->policy_maps(), objects_->rule_set_capacity());
+    const dataplane::TableClassifier classifier(tables);
     write_policy(compiled, tables);
     if (tables.overflowing_rule_sets != 0) {
       std::cerr << "portcullis run: warning: " << tables.overflowing_rule_sets
@@ -218,14 +252,33 @@ class RunCommand {
                                                 objects_->punt_config_map(), mode_, options_.punt,
                                                 [this](const punt::PuntDecision& decision) { log_decision(decision); });
     punt_->set_policy(compiled, generation_);
+    if (!options_.pcap_denied.empty()) {
+      denied_capture_ = std::make_unique<replay::CaptureWriter>(options_.pcap_denied, replay::CaptureWriter::kEthernet,
+                                                                replay::CaptureWriter::Open::append);
+      punt_->capture_denied([this](std::span<const uint8_t> frame, uint64_t monotonic_ns) {
+        denied_capture_->write(frame, wall_ns() - (punt::monotonic_ns() - monotonic_ns));
+        denied_capture_->flush();
+      });
+    }
     punt_->tick();  // the heartbeat is there before any program can punt
     events_ =
         std::make_unique<dataplane::VerdictEventReader>(objects_->events_map(), [this](const pc_verdict_event& event) {
+          flows_.on_verdict(event);
           if (event.verdict == PC_VERDICT_PENDING) return punt_->on_pending_event(event);
-          log_->write(
+          write_verdict(
               dataplane::verdict_json(event, generations_.find(event.generation), clock_.iso8601(event.timestamp_ns)));
         });
     counters_ = std::make_unique<dataplane::CounterReader>(objects_->counters_map());
+    // The open flows a previous daemon left are adopted, and judged by this policy, which may not be its.
+    sync_flows();
+    if (objects_->adopted()) adopted_ = revoke(*compiled, classifier);
+    if (!options_.control.empty()) {
+      control_ = std::make_unique<control::UnixControlServer>(
+          options_.control, [this](const std::string& request) { return answer_control(request); });
+    }
+    if (!options_.metrics.empty()) {
+      metrics_ = std::make_unique<control::HttpMetricsServer>(options_.metrics, [this] { return render_metrics(); });
+    }
 
     const dataplane::XdpMode xdp = options_.xdp == "native"    ? dataplane::XdpMode::native
                                    : options_.xdp == "generic" ? dataplane::XdpMode::generic
@@ -280,7 +333,40 @@ class RunCommand {
     if (!decision.identity.detail.empty() && decision.identity.detail != "none") {
       line["detail"] = decision.identity.detail;
     }
+    const bool allowed = decision.event.verdict == PC_VERDICT_ALLOW;
+    // A filtered DNS query is one query of a resolver flow that stays open: the flow's entry is not its.
+    if (decision.identity.l7 != policy::L7Proto::dns) {
+      std::vector<std::string> bound_names;
+      if (allowed && !decision.identity.name) {
+        const std::optional<size_t> group =
+            decision.event.scope != PC_SCOPE_TOP_LEVEL ? std::optional<size_t>(decision.event.scope - 1) : std::nullopt;
+        bound_names = punt_->bindings().names_of(
+            group, dataplane::address_of(decision.event.dst, decision.event.family), punt::monotonic_ns());
+      }
+      flows_.on_decision(decision.event, decision.identity, std::move(bound_names));
+    }
+    if (!allowed && denied_capture_) {
+      const uint64_t now = wall_ns();
+      for (const std::span<const uint8_t> frame : decision.frames) denied_capture_->write(frame, now);
+      denied_capture_->flush();
+    }
+    write_verdict(line);
+  }
+
+  // Every verdict line goes out through here, and is counted for the metrics.
+  void write_verdict(const Json& line) {
+    const auto text = [&](const char* field) {
+      const Json& value = line.at(field);
+      return value.is_string() ? value.get<std::string>() : std::string();
+    };
+    ++verdict_counts_[{text("verdict"), text("rule"), text("reason"), text("proto")}];
     log_->write(line);
+  }
+
+  static uint64_t wall_ns() {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
   }
 
   // A failed start takes off what it added. What a previous daemon left stays: it is still enforcing.
@@ -315,6 +401,11 @@ class RunCommand {
     ready["pin_dir"] = objects_->pin_dir();
     ready["adopted"] = objects_->adopted();
     ready["flow_table_entries"] = objects_->flow_table_capacity();
+    if (objects_->adopted()) {
+      ready["flows_adopted"] = adopted_.checked;
+      ready["flows_revoked"] = adopted_.revoked;
+      if (adopted_.unverifiable != 0) ready["flows_unverifiable"] = adopted_.unverifiable;
+    }
     Json attached = Json::array();
     for (const dataplane::Attachment& attachment : attacher_->attachments()) {
       Json item;
@@ -351,6 +442,13 @@ class RunCommand {
     ::timerfd_settime(timer_fd, 0, &period, nullptr);
     watch.data.fd = timer_fd;
     ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, timer_fd, &watch);
+    for (const int server_fd : {control_ ? control_->fd() : -1, metrics_ ? metrics_->fd() : -1}) {
+      if (server_fd < 0) continue;
+      watch.data.fd = server_fd;
+      ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, server_fd, &watch);
+    }
+    // Enforcing: systemd (Type=notify) may start what comes after the firewall.
+    service::notify_ready("enforcing generation " + std::to_string(generation_));
 
     for (;;) {
       epoll_event ready[8];
@@ -361,6 +459,17 @@ class RunCommand {
           uint64_t expirations = 0;
           (void)::read(timer_fd, &expirations, sizeof(expirations));
           punt_->tick();
+          if (control_) control_->tick();
+          if (metrics_) metrics_->tick();
+          if (++ticks_ % kSyncTicks == 0) sync_flows();
+          continue;
+        }
+        if (control_ && ready[i].data.fd == control_->fd()) {
+          control_->on_readable();
+          continue;
+        }
+        if (metrics_ && ready[i].data.fd == metrics_->fd()) {
+          metrics_->on_readable();
           continue;
         }
         if (ready[i].data.fd == punt_->fd()) {
@@ -378,7 +487,7 @@ class RunCommand {
         signalfd_siginfo info{};
         if (::read(signal_fd, &info, sizeof(info)) != static_cast<ssize_t>(sizeof(info))) continue;
         if (info.ssi_signo == SIGHUP) {
-          reload();
+          reload("SIGHUP");
         } else {
           ::close(epoll_fd);
           ::close(signal_fd);
@@ -389,37 +498,199 @@ class RunCommand {
     }
   }
 
-  void reload() {
+  struct ReloadOutcome {
+    bool ok = false;
+    Json line;  // the reload log line
+  };
+
+  // Loads and checks the policy file again; only a policy that compiles and fits the data plane replaces the
+  // one in force, and then the open flows it no longer allows are cut.
+  ReloadOutcome reload(const std::string& trigger) {
+    service::notify_reloading();
     LoadedPolicy loaded = load(options_.policy_path);
     Json line;
     line["event"] = "reload";
     line["ts"] = dataplane::WallClock::now_iso8601();
+    line["trigger"] = trigger;
     line["policy"] = options_.policy_path;
+    RevocationCounts revoked;
     if (loaded.compiled) {
       try {
         dataplane::PolicyTables tables = dataplane::build_policy_tables(*loaded.compiled, mode_, 0);
+        const dataplane::TableClassifier classifier(tables);
         write_policy(loaded.compiled, tables);
+        revoked = revoke(*loaded.compiled, classifier);
       } catch (const std::exception& e) {
         loaded.errors.push_back(e.what());
       }
     }
-    line["ok"] = loaded.errors.empty();
-    if (loaded.errors.empty()) {
+    const bool ok = loaded.errors.empty();
+    ++(ok ? reloads_ok_ : reloads_failed_);
+    line["ok"] = ok;
+    if (ok) {
       line["generation"] = generation_;
       line["rules"] = loaded.compiled->rules().size();
       line["groups"] = loaded.compiled->policy().groups.size();
+      line["flows_checked"] = revoked.checked;
+      line["flows_revoked"] = revoked.revoked;
+      if (revoked.unverifiable != 0) line["flows_unverifiable"] = revoked.unverifiable;
     } else {
       line["errors"] = string_array(loaded.errors);
       line["running_generation"] = generation_;
     }
     line["warnings"] = string_array(loaded.warnings);
     log_->write(line);
+    service::notify_ready("enforcing generation " + std::to_string(generation_));
+    return ReloadOutcome{ok, line};
+  }
+
+  struct RevocationCounts {
+    size_t checked = 0;
+    size_t revoked = 0;
+    size_t unverifiable = 0;
+  };
+
+  // Every open flow decided under an older policy, judged by the new one: kept under the rule that now allows
+  // it, or revoked (denied in the data plane, its kernel conntrack entry deleted, a TCP connection reset at
+  // both ends) and logged with reason "revoked".
+  RevocationCounts revoke(const policy::CompiledPolicy& compiled, const dataplane::TableClassifier& classifier) {
+    RevocationCounts counts;
+    sync_flows();
+    const uint64_t now = punt::monotonic_ns();
+    const int flows_fd = objects_->flows_map();
+    flows_.for_each([&](conntrack::TrackedFlow& flow) {
+      const uint8_t verdict = flow.data.verdict;
+      if (verdict != PC_VERDICT_ALLOW && verdict != PC_VERDICT_DRAINING && verdict != PC_VERDICT_INSPECT) return;
+      if (flow.data.rule_id == PC_RULE_INBOUND || flow.data.generation == generation_) return;
+      ++counts.checked;
+      const conntrack::Reevaluation judged =
+          conntrack::reevaluate(flow, compiled, mode_, classifier, punt_->bindings(), now);
+      if (judged.allow) {
+        counts.unverifiable += judged.unverifiable ? 1 : 0;
+        (void)conntrack::set_flow_verdict(flows_fd, flow.key, verdict, flow.data.reason, judged.rule_id, generation_);
+        flow.data.rule_id = judged.rule_id;
+        flow.data.generation = generation_;
+        return;
+      }
+      ++counts.revoked;
+      ++flows_revoked_;
+      if (!conntrack::set_flow_verdict(flows_fd, flow.key, PC_VERDICT_DENY, PC_DROP_REVOKED, judged.rule_id,
+                                       generation_)) {
+        return;  // gone meanwhile
+      }
+      flow.data.verdict = PC_VERDICT_DENY;
+      flow.data.reason = PC_DROP_REVOKED;
+      flow.data.rule_id = judged.rule_id;
+      flow.data.generation = generation_;
+      const std::string problem = cutter_.cut(flow);
+      Json line = flow_json(flow, &compiled, clock_, now);
+      line["event"] = "verdict";
+      line["ts"] = dataplane::WallClock::now_iso8601();
+      line["revoked_by"] = pc_drop_reason_name(static_cast<pc_drop_reason>(judged.reason));
+      for (const char* field : {"state", "first_seen", "last_seen", "idle_s", "adopted"}) line.erase(field);
+      if (!problem.empty()) line["problem"] = problem;
+      write_verdict(line);
+    });
+    return counts;
+  }
+
+  // Reads the data plane's flow table back: counters and states, adopted flows, and the idle ones ended.
+  void sync_flows() {
+    events_->consume();  // decisions before the entries they made
+    try {
+      const std::vector<conntrack::FlowTable::Entry> entries = conntrack::read_flow_entries(objects_->flows_map());
+      const conntrack::FlowTable::SyncResult result = flows_.sync(entries, punt::monotonic_ns());
+      flows_expired_ += conntrack::delete_flow_entries(objects_->flows_map(), result.expired);
+    } catch (const std::exception& e) {
+      if (++sync_errors_ <= 3) std::cerr << "portcullis run: " << e.what() << '\n';
+    }
+  }
+
+  // One request line from the control socket: {"command":"flows","group":G}, {"command":"stats"} or
+  // {"command":"reload"}. Answers JSON lines: one per flow, or one object.
+  std::string answer_control(const std::string& request_line) {
+    Json request;
+    try {
+      request = Json::parse(request_line);
+    } catch (const std::exception&) {
+      return Json{{"ok", false}, {"error", "the request is not a JSON object"}}.dump() + "\n";
+    }
+    const std::string command = request.value("command", "");
+    if (command == "flows") return answer_flows(request.value("group", ""));
+    if (command == "stats") return stats_json().dump() + "\n";
+    if (command == "reload") return reload("control").line.dump() + "\n";
+    return Json{{"ok", false}, {"error", "unknown command \"" + command + "\" (flows, stats, reload)"}}.dump() + "\n";
+  }
+
+  std::string answer_flows(const std::string& group) {
+    sync_flows();
+    clock_ = dataplane::WallClock();
+    const uint64_t now = punt::monotonic_ns();
+    std::string out;
+    flows_.for_each([&](const conntrack::TrackedFlow& flow) {
+      const Json line = flow_json(flow, generations_.find(flow.data.generation), clock_, now);
+      if (!group.empty() && (!line.at("group").is_string() || line.at("group").get<std::string>() != group)) return;
+      out += line.dump(-1, ' ', false, Json::error_handler_t::replace);
+      out += '\n';
+    });
+    return out;
+  }
+
+  Json stats_json() {
+    sync_flows();
+    Json out;
+    out["event"] = "stats";
+    out["ts"] = dataplane::WallClock::now_iso8601();
+    out["mode"] = mode_ == policy::Mode::gateway ? "gateway" : "host";
+    out["policy"] = options_.policy_path;
+    out["generation"] = generation_;
+    try {
+      out["counters"] = dataplane::counters_json(counters_->read());
+    } catch (const std::exception& e) {
+      out["counters"] = nullptr;
+    }
+    out["punts"] = punt_json(punt_->stats());
+    Json flows;
+    flows["total"] = flows_.size();
+    flows["capacity"] = objects_->flow_table_capacity();
+    const auto by_state = flows_.count_by_state();
+    for (size_t state = 0; state < by_state.size(); ++state) {
+      flows[std::string(conntrack::to_string(static_cast<conntrack::FlowState>(state)))] = by_state[state];
+    }
+    flows["expired"] = flows_expired_;
+    flows["revoked"] = flows_revoked_;
+    out["flows"] = std::move(flows);
+    out["reloads"] = Json{{"ok", reloads_ok_}, {"failed", reloads_failed_}};
+    return out;
+  }
+
+  std::string render_metrics() {
+    MetricsSnapshot snapshot;
+    try {
+      snapshot.counters = counters_->read();
+    } catch (const std::exception&) {
+      snapshot.counters.clear();
+    }
+    snapshot.punts = punt_->stats();
+    snapshot.verdicts = verdict_counts_;
+    snapshot.flows_by_state = flows_.count_by_state();
+    snapshot.flow_table_capacity = objects_->flow_table_capacity();
+    snapshot.flows_expired = flows_expired_;
+    snapshot.flows_revoked = flows_revoked_;
+    snapshot.reloads_ok = reloads_ok_;
+    snapshot.reloads_failed = reloads_failed_;
+    snapshot.generation = generation_;
+    return cli::render_metrics(snapshot);
   }
 
   // Drains the verdicts still waiting, takes every program off and removes the pins.
   int stop(const std::string& why) {
+    service::notify_stopping();
     events_->consume();
     punt_->stop_heartbeat();
+    control_.reset();  // the socket file goes with it
+    metrics_.reset();
+    denied_capture_.reset();
     Json line;
     line["event"] = "stopped";
     line["ts"] = dataplane::WallClock::now_iso8601();
@@ -454,6 +725,19 @@ class RunCommand {
   dataplane::PolicyGenerations generations_;
   dataplane::WallClock clock_;
   uint32_t generation_ = 0;
+  conntrack::FlowTable flows_;
+  conntrack::ConnectionCutter cutter_;
+  std::unique_ptr<control::UnixControlServer> control_;
+  std::unique_ptr<control::HttpMetricsServer> metrics_;
+  std::unique_ptr<replay::CaptureWriter> denied_capture_;
+  VerdictCounts verdict_counts_;
+  uint64_t ticks_ = 0;
+  uint64_t flows_expired_ = 0;
+  uint64_t flows_revoked_ = 0;
+  uint64_t reloads_ok_ = 0;
+  uint64_t reloads_failed_ = 0;
+  uint64_t sync_errors_ = 0;
+  RevocationCounts adopted_;  // the open flows found at start, when a previous daemon's state was adopted
 };
 
 }  // namespace
@@ -494,6 +778,18 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::Range(1u, 1000000000u));
   command->add_option("--punt-burst", options->punt.burst, "... and in a burst (default 4000)")
       ->check(CLI::Range(1u, 0xffffffffu));
+  command->add_option("--control", options->control,
+                      "Unix socket (mode 0600) for `portcullis flows|stats|reload --control SOCKET`");
+  command->add_option("--metrics", options->metrics,
+                      "serve Prometheus metrics at http://ADDR:PORT/metrics (127.0.0.1:9464, [::1]:9464)");
+  command->add_option("--pcap-denied", options->pcap_denied,
+                      "append the frames each denial was taken on to this pcap file");
+  command
+      ->add_option("--timeout", options->timeouts,
+                   "idle timeout of a flow state, NAME=SECONDS, repeatable: tcp_handshake (120), tcp_established "
+                   "(432000), tcp_closing (120), tcp_closed (10), udp (30), udp_replied (120), icmp (30), denied (30)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   return [options]() { return RunCommand(*options).run(); };
 }
 

@@ -112,7 +112,7 @@ nlohmann::ordered_json verdict_json(const pc_verdict_event& event, const policy:
     out["rule"] = policy->rules()[event.rule_id].name;
   }
   if (allowed) {
-    out["reason"] = event.rule_id != PC_RULE_NONE ? "rule" : "default";
+    out["reason"] = event.rule_id == PC_RULE_INBOUND ? "inbound" : event.rule_id != PC_RULE_NONE ? "rule" : "default";
   } else {
     out["reason"] = pc_drop_reason_name(static_cast<pc_drop_reason>(event.reason));
   }

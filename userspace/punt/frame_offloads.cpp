@@ -180,4 +180,42 @@ std::optional<std::vector<uint8_t>> udp_reply_to_client(std::span<const uint8_t>
   return reply;
 }
 
+std::vector<uint8_t> tcp_ack_probe(const policy::IpAddress& from, uint16_t from_port, const policy::IpAddress& to,
+                                   uint16_t to_port, uint32_t seq) {
+  constexpr size_t kTcpHeader = 20;
+  const bool v4 = from.family == policy::IpFamily::v4;
+  const size_t ip_header = v4 ? 20 : 40;
+  std::vector<uint8_t> packet(ip_header + kTcpHeader, 0);
+  uint8_t* ip = packet.data();
+  uint64_t pseudo = 0;
+  if (v4) {
+    ip[0] = 0x45;
+    store16(ip + 2, static_cast<uint16_t>(packet.size()));
+    store16(ip + 6, 0x4000);  // don't fragment
+    ip[8] = 64;
+    ip[9] = kTcp;
+    std::memcpy(ip + 12, from.bytes.data(), 4);
+    std::memcpy(ip + 16, to.bytes.data(), 4);
+    store16(ip + 10, static_cast<uint16_t>(~fold(sum_words(ip, 20))));
+    pseudo = sum_words(ip + 12, 8) + kTcp + kTcpHeader;
+  } else {
+    ip[0] = 0x60;
+    store16(ip + 4, kTcpHeader);
+    ip[6] = kTcp;
+    ip[7] = 64;
+    std::memcpy(ip + 8, from.bytes.data(), 16);
+    std::memcpy(ip + 24, to.bytes.data(), 16);
+    pseudo = sum_words(ip + 8, 32) + kTcp + kTcpHeader;
+  }
+  uint8_t* tcp = ip + ip_header;
+  store16(tcp, from_port);
+  store16(tcp + 2, to_port);
+  store16(tcp + 4, static_cast<uint16_t>(seq >> 16));
+  store16(tcp + 6, static_cast<uint16_t>(seq));
+  tcp[12] = 5 << 4;
+  tcp[13] = PC_TCP_ACK;
+  store16(tcp + 16, static_cast<uint16_t>(~fold(sum_words(tcp, kTcpHeader, pseudo))));
+  return packet;
+}
+
 }  // namespace portcullis::punt

@@ -14,6 +14,8 @@
 #include <span>
 #include <vector>
 
+#include "policy/ip_address.h"
+
 namespace portcullis::punt {
 
 // struct virtio_net_hdr (<linux/virtio_net.h>, which does not compile as C++), as PACKET_VNET_HDR reads it:
@@ -50,5 +52,12 @@ std::optional<std::vector<uint8_t>> tcp_reset_to_server(std::span<const uint8_t>
 // (a synthesized NXDOMAIN). nullopt when `client_frame` is not such a frame.
 std::optional<std::vector<uint8_t>> udp_reply_to_client(std::span<const uint8_t> client_frame,
                                                         std::span<const uint8_t> payload);
+
+// An IP packet (no link header) from `from`:`from_port` to `to`:`to_port`: a bare TCP ACK with sequence number
+// `seq`, checksums complete. Sent with a sequence number outside the receiver's window, it makes the receiver
+// answer with an ACK that carries its exact sequence numbers (RFC 5961 4.2, RFC 793's answer to an unacceptable
+// segment): how an idle connection is brought to send the packet a reset needs.
+std::vector<uint8_t> tcp_ack_probe(const policy::IpAddress& from, uint16_t from_port, const policy::IpAddress& to,
+                                   uint16_t to_port, uint32_t seq);
 
 }  // namespace portcullis::punt

@@ -224,6 +224,11 @@ void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, He
   FlowIdentity identity;
   identity.state = FlowIdentity::State::identified;
   identity.l7 = policy::L7Proto::dns;
+  if (query.status != parsers::ParseStatus::found) {
+    identity.state = FlowIdentity::State::malformed;
+    identity.detail = std::string(parsers::to_string(query.reason));
+  }
+  count_outcome("dns", identity);
   PendingFlow flow;
   describe(flow, pkt, monotonic_ns());
   const std::optional<size_t> group = policy_ ? policy_->group_of(flow.facts.src) : std::nullopt;
@@ -236,9 +241,6 @@ void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, He
         pkt.proto == kUdp ||
         (payload.size() >= 2 && payload.size() == 2 + size_t{static_cast<uint16_t>(payload[0] << 8 | payload[1])});
     if (whole && policy_ && policy_->name_could_be_allowed(query.question.name, group)) return release(held);
-  } else {
-    identity.state = FlowIdentity::State::malformed;
-    identity.detail = std::string(parsers::to_string(query.reason));
   }
   ++stats_.dns_filtered;
   const uint32_t reason = query.status == parsers::ParseStatus::found ? PC_DROP_QUERY_FILTERED : PC_DROP_L7_MALFORMED;
@@ -250,6 +252,7 @@ void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, He
         if (std::string problem = reinjector_.deliver(held.ifindex, *reply); !problem.empty()) error(problem);
       }
     }
+    flow.frames.push_back(std::move(held));  // for the log's record of the query
     log(flow, PC_VERDICT_DENY, reason, PC_RULE_NONE, identity);
     return;
   }
@@ -260,6 +263,10 @@ void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, He
 }
 
 void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t> frame) {
+  if (header.path == PC_PUNT_DENIED) {
+    if (denied_sink_) denied_sink_(frame, header.timestamp_ns);
+    return;
+  }
   if (header.path == PC_PUNT_ANSWER) {
     // A copy of a DNS answer on its way to a client: what it binds holds for the client's next flows, which
     // come through this ring after it.
@@ -319,6 +326,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     if (flow.quic) {
       // Held until the ClientHello is complete: Chrome's post-quantum one spans two Initials.
       const FlowIdentity identity = identify_quic(flow.quic->add_datagram(datagram));
+      count_outcome("quic", identity);
       if (identity.state != FlowIdentity::State::need_more) decide(key, flow, identity);
       return;
     }
@@ -337,6 +345,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     return deny(key, flow, PC_DROP_STREAM_CONFLICT, identity);
   }
   const FlowIdentity identity = identify_tcp_stream(flow.stream->contiguous());
+  count_outcome(identity.l7 == policy::L7Proto::none ? "tcp" : policy::to_string(identity.l7), identity);
   if (identity.state != FlowIdentity::State::need_more) return decide(key, flow, identity);
   if (flow.stream->limit_exceeded()) {
     FlowIdentity unread = identity;
@@ -414,6 +423,25 @@ void PuntHandler::deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reaso
   forget(key, false);
 }
 
+void PuntHandler::count_outcome(std::string_view parser, const FlowIdentity& identity) {
+  PuntStats::ParserOutcome outcome{std::string(parser), "found", ""};
+  switch (identity.state) {
+    case FlowIdentity::State::need_more:
+      outcome.outcome = "need-more";
+      break;
+    case FlowIdentity::State::identified:
+      break;
+    case FlowIdentity::State::unknown:
+      outcome.outcome = "unknown";
+      break;
+    case FlowIdentity::State::malformed:
+      outcome.outcome = "malformed";
+      outcome.reason = identity.detail;
+      break;
+  }
+  ++stats_.parser_outcomes[outcome];
+}
+
 void PuntHandler::record_latency(const PendingFlow& flow) {
   if (flow.frames.empty()) return;
   const uint64_t now = monotonic_ns();
@@ -480,6 +508,8 @@ void PuntHandler::log(const PendingFlow& flow, uint8_t verdict, uint32_t reason,
   decision.event.rule_id = rule_id;
   decision.event.generation = generation_;
   decision.identity = identity;
+  decision.frames.reserve(flow.frames.size());
+  for (const HeldFrame& held : flow.frames) decision.frames.emplace_back(held.bytes);
   logger_(decision);
 }
 
@@ -514,7 +544,7 @@ void PuntHandler::write_config(uint64_t now) {
                               .flow_hold_bytes = settings_.flow_hold_bytes,
                               .rate_per_sec = settings_.rate_per_sec,
                               .burst = settings_.burst,
-                              .pad = 0};
+                              .flags = denied_sink_ ? uint32_t{PC_PUNT_CAPTURE_DENIED} : 0};
   const uint32_t zero = 0;
   if (bpf_map_update_elem(punt_config_fd_, &zero, &config, BPF_ANY) != 0) {
     error(std::string("cannot write the punt heartbeat: ") + std::strerror(errno));

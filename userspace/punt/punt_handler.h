@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -63,12 +64,24 @@ struct PuntStats {
   static constexpr uint64_t kLatencyBoundsUs[] = {50, 100, 200, 500, 1000, 2000, 5000};
   uint64_t latency_us[std::size(kLatencyBoundsUs) + 1] = {};
   uint64_t latency_sum_us = 0;
+  // What the parsers made of what flows showed, each time they were asked: by parser (tls, http, ssh, quic, dns,
+  // or tcp before the first byte said which), outcome (found, need-more, unknown, malformed) and, for
+  // malformed, the parser's reason.
+  struct ParserOutcome {
+    std::string parser;
+    std::string outcome;
+    std::string reason;
+    auto operator<=>(const ParserOutcome&) const = default;
+  };
+  std::map<ParserOutcome, uint64_t> parser_outcomes;
 };
 
 // One decided flow, for the log: the event as the data plane would have sent it, and what the flow showed.
 struct PuntDecision {
   pc_verdict_event event{};
   FlowIdentity identity;
+  // The frames the flow's verdict was taken on (held, then released or refused), valid during the call only.
+  std::vector<std::span<const uint8_t>> frames;
 };
 
 class PuntHandler {
@@ -82,6 +95,10 @@ class PuntHandler {
   PuntHandler& operator=(const PuntHandler&) = delete;
 
   void set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation);
+  // Asks the data plane for a copy of the packet each new flow is denied at, and hands every copy to `sink`
+  // with the data plane's timestamp (CLOCK_MONOTONIC). Frames the daemon itself denies reach the logger.
+  using DeniedFrameSink = std::function<void(std::span<const uint8_t> frame, uint64_t monotonic_ns)>;
+  void capture_denied(DeniedFrameSink sink) { denied_sink_ = std::move(sink); }
   const DnsBindings& bindings() const { return bindings_; }
 
   int fd() const;  // readable (epoll) when punted frames wait
@@ -150,6 +167,7 @@ class PuntHandler {
   void install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id);
   void release(HeldFrame& frame);
   void record_latency(const PendingFlow& flow);
+  void count_outcome(std::string_view parser, const FlowIdentity& identity);
   void log(const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id, const FlowIdentity& identity);
   void forget(const pc_flow_key& key, bool allowed);
   void write_config(uint64_t now);
@@ -161,6 +179,7 @@ class PuntHandler {
   policy::Mode mode_;
   PuntSettings settings_;
   Logger logger_;
+  DeniedFrameSink denied_sink_;
   Reinjector reinjector_;
   parsers::QuicInitialDecryptor quic_decryptor_;  // shared by every QUIC flow: keeps recent keys
   DnsBindings bindings_;

@@ -69,7 +69,7 @@ class KernelDataPlane final : public ReplayDataPlane {
                                 .flow_hold_bytes = kReplayFlowHoldBytes,
                                 .rate_per_sec = kReplayPuntRate,
                                 .burst = kReplayPuntBurst,
-                                .pad = 0};
+                                .flags = 0};
     const uint32_t zero = 0;
     (void)bpf_map_update_elem(objects_->punt_config_map(), &zero, &config, BPF_ANY);
   }

@@ -79,7 +79,7 @@ class UserspaceDataPlane final : public ReplayDataPlane {
                            .flow_hold_bytes = kReplayFlowHoldBytes,
                            .rate_per_sec = kReplayPuntRate,
                            .burst = kReplayPuntBurst,
-                           .pad = 0});
+                           .flags = 0});
   }
   PlaneOutcome inside(std::span<const uint8_t> frame) override { return outcome(path_.inside(frame)); }
   PlaneOutcome outside(std::span<const uint8_t> frame) override { return outcome(path_.outside(frame)); }
@@ -392,12 +392,6 @@ void Replayer::replay(const std::string& path) {
   if (split_) split(path, capture.packet_allowed(flows_, first_report));
 }
 
-Replayer::Split::~Split() {
-  if (allowed != nullptr) pcap_dump_close(allowed);
-  if (denied != nullptr) pcap_dump_close(denied);
-  if (dead != nullptr) pcap_close(dead);
-}
-
 void Replayer::split_into(const std::string& allowed_path, const std::string& denied_path) {
   split_ = std::make_unique<Split>();
   split_->allowed_path = allowed_path;
@@ -414,19 +408,17 @@ void Replayer::split(const std::string& path, const std::vector<bool>& allowed) 
     return;
   }
   Split& out = *split_;
-  if (out.dead == nullptr) {
-    out.link_type = pcap_datalink(source);
-    out.dead = pcap_open_dead_with_tstamp_precision(out.link_type, 262144, PCAP_TSTAMP_PRECISION_NANO);
-    const auto open = [&](const std::string& file) -> pcap_dumper_t* {
-      if (file.empty()) return nullptr;
-      pcap_dumper_t* dumper = pcap_dump_open(out.dead, file.c_str());
-      if (dumper == nullptr) throw std::runtime_error(file + ": " + pcap_geterr(out.dead));
-      return dumper;
+  if (!out.opened) {
+    const int link_type = pcap_datalink(source);
+    const auto open = [&](const std::string& file) {
+      return file.empty() ? nullptr : std::make_unique<CaptureWriter>(file, link_type);
     };
     out.allowed = open(out.allowed_path);
     out.denied = open(out.denied_path);
+    out.opened = true;
   }
-  if (pcap_datalink(source) != out.link_type) {
+  const int link_type = out.allowed ? out.allowed->link_type() : out.denied ? out.denied->link_type() : -1;
+  if (pcap_datalink(source) != link_type) {
     stats_.errors.push_back(path + ": another link type than the first capture's: not split");
     pcap_close(source);
     return;
@@ -434,8 +426,8 @@ void Replayer::split(const std::string& path, const std::vector<bool>& allowed) 
   pcap_pkthdr* header = nullptr;
   const u_char* data = nullptr;
   for (size_t i = 0; i < allowed.size() && pcap_next_ex(source, &header, &data) == 1; ++i) {
-    pcap_dumper_t* dumper = allowed[i] ? out.allowed : out.denied;
-    if (dumper != nullptr) pcap_dump(reinterpret_cast<u_char*>(dumper), header, data);
+    CaptureWriter* writer = allowed[i] ? out.allowed.get() : out.denied.get();
+    if (writer != nullptr) writer->write(*header, data);
   }
   pcap_close(source);
 }

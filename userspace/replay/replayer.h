@@ -17,10 +17,8 @@
 #include <vector>
 
 #include "policy/compiled_policy.h"
+#include "replay/capture_writer.h"
 #include "replay/replay_data_plane.h"
-
-struct pcap;
-struct pcap_dumper;
 
 namespace portcullis::replay {
 
@@ -78,14 +76,9 @@ class Replayer {
   struct Split {
     std::string allowed_path;
     std::string denied_path;
-    pcap* dead = nullptr;  // libpcap's handle for writing, of the first capture's link type
-    int link_type = 0;
-    pcap_dumper* allowed = nullptr;
-    pcap_dumper* denied = nullptr;
-    Split() = default;
-    ~Split();
-    Split(const Split&) = delete;
-    Split& operator=(const Split&) = delete;
+    bool opened = false;  // the files take the first capture's link type
+    std::unique_ptr<CaptureWriter> allowed;
+    std::unique_ptr<CaptureWriter> denied;
   };
   void split(const std::string& path, const std::vector<bool>& allowed);
   ReplayDataPlane& plane();  // made on first use, for every capture

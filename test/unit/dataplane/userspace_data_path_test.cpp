@@ -265,7 +265,7 @@ TEST_F(UserspaceDataPathTest, GatewayDropsUnsolicitedInboundHostModeAdmitsIt) {
   const pc_flow* flow = path_->flow(flow_key("198.18.0.10", 5555, "10.88.1.2", 22, 6));
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(flow->verdict, PC_VERDICT_ALLOW);
-  EXPECT_EQ(flow->rule_id, PC_RULE_NONE);
+  EXPECT_EQ(flow->rule_id, PC_RULE_INBOUND);  // not egress: no reload judges it
   // The host's answer to that connection finds the flow, though no rule allows it.
   EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 22, 5555, test::kTcpSyn | test::kTcpAck)), kPass);
   EXPECT_EQ(flow->packets[1 - flow->initiator], 1u);
