@@ -22,6 +22,9 @@
  *   __u64 pc_state_now_ns(void);
  *   const struct pc_punt_config *pc_state_punt_config(void);          null: no daemon configured punts
  *   struct pc_punt_bucket *pc_state_punt_bucket(const struct pc_packet *pkt);  the source's, created full
+ *   struct pc_expect *pc_state_expect_lookup(const struct pc_expect_key *key);   FTP data connections (expect.h)
+ *   void pc_state_expect_delete(const struct pc_expect_key *key);
+ *   const struct pc_ftp_peer *pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key *key);
  *
  * A pending flow's packets come back as PC_PUNT: the build copies the frame to the daemon and holds it
  * (punt.h); when it cannot, it calls pc_punt_failed, which denies the flow. */
@@ -31,6 +34,7 @@
 #include "portcullis/classify.h"
 #include "portcullis/compat.h"
 #include "portcullis/drop_reasons.h"
+#include "portcullis/expect.h"
 #include "portcullis/flow.h"
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
@@ -258,7 +262,9 @@ static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet 
 	struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 	__u64 now;
 
-	if (pkt->proto == 6 && pkt->payload_len == 0 && flow->held_bytes == 0)
+	/* A connection that may be an FTP data connection is held from its SYN: the daemon asks the kernel. */
+	if (pkt->proto == 6 && pkt->payload_len == 0 && flow->held_bytes == 0 &&
+	    flow->reason != PC_DROP_AWAITS_EXPECTATION)
 		return pc_pass();
 	punt = pc_state_punt_config();
 	now = pc_state_now_ns();
@@ -290,6 +296,60 @@ static __always_inline struct pc_outcome pc_punt_failed(const struct pc_packet *
 	return pc_deny_pending(pkt, flow, reason);
 }
 
+/* A TCP connection no rule allows may be the data connection an FTP control connection announced: allowed
+ * once by its expectation, as the control connection's rule; held for the daemon when it is between FTP peers
+ * and no expectation is here (yet). `opener` and `other` are the SYN's source and destination. Returns 1 with
+ * `decision` changed when FTP decides. */
+static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_decision *decision, __u32 *scope)
+{
+	/* One key at a time: the stack of the new-flow path is near the verifier's 512 bytes. */
+	union {
+		struct pc_expect_key expect;
+		struct pc_ftp_peer_key peer;
+	} keys;
+	struct pc_expect_key *key = &keys.expect;
+	struct pc_ftp_peer_key *peer = &keys.peer;
+	const struct pc_ftp_peer *known;
+	struct pc_expect *expect;
+
+	if (pkt->proto != 6 || (pkt->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) != PC_TCP_SYN)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->src = pkt->src;
+	key->dst = pkt->dst;
+	key->dport = pkt->dport;
+	key->family = pkt->family;
+	key->proto = pkt->proto;
+	expect = pc_state_expect_lookup(key);
+	if (expect) {
+		const struct pc_flow *master = pc_state_flow_lookup(&expect->master);
+		const int live = pc_state_now_ns() <= expect->expires_ns && master &&
+				 (master->verdict == PC_VERDICT_ALLOW || master->verdict == PC_VERDICT_DRAINING);
+		const __u32 rule_id = expect->rule_id;
+		const __u32 expect_scope = expect->scope;
+
+		pc_state_expect_delete(key); /* one connection per expectation, as the kernel's */
+		if (live) {
+			decision->verdict = PC_VERDICT_ALLOW;
+			decision->reason = PC_DROP_EXPECTED;
+			decision->rule_id = rule_id;
+			*scope = expect_scope;
+			return 1;
+		}
+	}
+	__builtin_memset(peer, 0, sizeof(*peer));
+	peer->client = pkt->src;
+	peer->server = pkt->dst;
+	peer->family = pkt->family;
+	known = pc_state_ftp_peer_lookup(peer);
+	if (!known || known->control_flows == 0)
+		return 0;
+	decision->verdict = PC_VERDICT_PENDING;
+	decision->reason = PC_DROP_AWAITS_EXPECTATION;
+	decision->rule_id = PC_RULE_NONE;
+	return 1;
+}
+
 static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_packet *pkt, const struct pc_flow_key *key,
 							    __u8 direction, __u32 len)
 {
@@ -306,6 +366,8 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 		return pc_drop(PC_DROP_SOURCE_NOT_IN_GROUP); /* spoofed: no flow entry, no table exhaustion */
 
 	decision = pc_classify(pkt, scope, config);
+	if (decision.verdict != PC_VERDICT_ALLOW)
+		pc_ftp_data(pkt, &decision, &scope);
 	__builtin_memset(&flow, 0, sizeof(flow));
 	flow.first_seen_ns = pc_state_now_ns();
 	flow.last_seen_ns = flow.first_seen_ns;
@@ -434,6 +496,37 @@ static __always_inline struct pc_outcome pc_datapath_inside(const struct pc_pack
 	return pc_refuse(flow->verdict, flow->reason);
 }
 
+/* Gateway: a connection from outside is refused unless it is the data connection an FTP control connection
+ * announced (active mode: the server connects to the client). No hold here: were the expectation's copy still
+ * on its way, the server sends its SYN again a second later. */
+static __always_inline struct pc_outcome pc_expected_inbound(const struct pc_packet *pkt, const struct pc_flow_key *key,
+							      __u8 direction, __u32 len,
+							      const struct pc_policy_config *config)
+{
+	struct pc_decision decision = {.verdict = PC_VERDICT_DENY, .reason = PC_DROP_UNSOLICITED_INBOUND};
+	struct pc_flow flow;
+	struct pc_flow *stored;
+	__u32 scope = PC_SCOPE_TOP_LEVEL;
+
+	if (!pc_ftp_data(pkt, &decision, &scope) || decision.verdict != PC_VERDICT_ALLOW)
+		return pc_drop(PC_DROP_UNSOLICITED_INBOUND);
+	__builtin_memset(&flow, 0, sizeof(flow));
+	flow.first_seen_ns = pc_state_now_ns();
+	flow.last_seen_ns = flow.first_seen_ns;
+	flow.rule_id = decision.rule_id;
+	flow.reason = decision.reason;
+	flow.scope = scope;
+	flow.generation = config->generation;
+	flow.verdict = PC_VERDICT_ALLOW;
+	flow.initiator = direction;
+	stored = pc_state_flow_insert(key, &flow);
+	if (stored)
+		pc_account(stored, direction, len, pkt->tcp_flags);
+	pc_state_count(PC_COUNTER_NEW_FLOW);
+	pc_emit(pkt, &flow);
+	return pc_pass();
+}
+
 static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_packet *pkt, __u32 len)
 {
 	const struct pc_policy_config *config;
@@ -466,7 +559,9 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 		return pc_drop(flow->reason);
 	}
 	config = pc_state_config();
-	if (!config || config->mode == PC_MODE_GATEWAY)
+	if (config && config->mode == PC_MODE_GATEWAY)
+		return pc_expected_inbound(pkt, &key, direction, len, config);
+	if (!config)
 		return pc_drop(PC_DROP_UNSOLICITED_INBOUND);
 
 	/* Host mode: a flow started from outside (a connection to a service of this host) is not egress;

@@ -62,9 +62,13 @@ enum pc_drop_reason {
 	PC_DROP_QUIC_UNKNOWN_VERSION = 51,	/* QUIC whose Initials cannot be read, under `quic_unknown_version: deny` */
 	PC_DROP_QUERY_FILTERED = 52,		/* a DNS query for a name no rule of the client's could allow */
 	PC_DROP_REVOKED = 53,			/* allowed, until a reloaded policy stopped allowing it */
-	/* 54..: free */
+	/* Not drops: why a flow waits, or which allow it got. */
+	PC_DROP_AWAITS_EXPECTATION = 54,	/* held: maybe an FTP data connection whose expectation is on its way */
+	PC_DROP_EXPECTED = 55,			/* allowed as the data connection its control connection announced */
+	PC_DROP_NO_EXPECTATION = 56,		/* between FTP peers, but no control connection announced it */
+	/* 57..: free */
 
-	PC_DROP_MAX = 54,
+	PC_DROP_MAX = 57,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -119,6 +123,9 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_QUIC_UNKNOWN_VERSION: return "quic-unknown-version";
 	case PC_DROP_QUERY_FILTERED: return "query-filtered";
 	case PC_DROP_REVOKED: return "revoked";
+	case PC_DROP_AWAITS_EXPECTATION: return "awaits-expectation";
+	case PC_DROP_EXPECTED: return "expected";
+	case PC_DROP_NO_EXPECTATION: return "no-expectation";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

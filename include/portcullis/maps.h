@@ -10,6 +10,7 @@
 #endif
 
 #include "portcullis/compat.h"
+#include "portcullis/expect.h"
 #include "portcullis/flow.h"
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
@@ -150,6 +151,37 @@ struct {
 	__type(value, struct pc_punt_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_punt_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_EXPECTS_SIZE);
+	__type(key, struct pc_expect_key);
+	__type(value, struct pc_expect);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_expects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_FTP_PEERS_SIZE);
+	__type(key, struct pc_ftp_peer_key);
+	__type(value, struct pc_ftp_peer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_ftp_peers SEC(".maps");
+
+static __always_inline struct pc_expect *pc_state_expect_lookup(const struct pc_expect_key *key)
+{
+	return bpf_map_lookup_elem(&pc_expects, key);
+}
+
+static __always_inline void pc_state_expect_delete(const struct pc_expect_key *key)
+{
+	bpf_map_delete_elem(&pc_expects, key);
+}
+
+static __always_inline const struct pc_ftp_peer *pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key *key)
+{
+	return bpf_map_lookup_elem(&pc_ftp_peers, key);
+}
 
 static __always_inline struct pc_flow *pc_state_flow_lookup(const struct pc_flow_key *key)
 {

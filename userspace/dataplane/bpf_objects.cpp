@@ -218,8 +218,9 @@ void BpfObjects::load_programs(const BpfObjectsOptions& options) {
   outside_ = program(tc_, "portcullis_outside");
   reinject_ = program(tc_, "portcullis_reinject");
   xdp_program_ = program(xdp_, "portcullis_xdp");
-  for (const char* name : {"pc_flows", "pc_rule_sets", "pc_dst4", "pc_dst6", "pc_src4", "pc_src6", "pc_scopes",
-                           "pc_config", "pc_counters", "pc_events", "pc_punts", "pc_punt_config", "pc_punt_buckets"}) {
+  for (const char* name :
+       {"pc_flows", "pc_rule_sets", "pc_dst4", "pc_dst6", "pc_src4", "pc_src6", "pc_scopes", "pc_config", "pc_counters",
+        "pc_events", "pc_punts", "pc_punt_config", "pc_punt_buckets", "pc_expects", "pc_ftp_peers"}) {
     map(name);
   }
 }
@@ -250,6 +251,12 @@ int BpfObjects::punts_map() const {
 }
 int BpfObjects::punt_config_map() const {
   return bpf_map__fd(map("pc_punt_config"));
+}
+int BpfObjects::expects_map() const {
+  return bpf_map__fd(map("pc_expects"));
+}
+int BpfObjects::ftp_peers_map() const {
+  return bpf_map__fd(map("pc_ftp_peers"));
 }
 int BpfObjects::xdp_program() const {
   return bpf_program__fd(xdp_program_);

@@ -59,6 +59,8 @@ class BpfObjects {
   int flows_map() const;
   int punts_map() const;        // ring of punted frames (include/portcullis/punt.h)
   int punt_config_map() const;  // heartbeat and hold bounds the daemon writes
+  int expects_map() const;      // FTP data connections the kernel's helper expects (include/portcullis/expect.h)
+  int ftp_peers_map() const;    // clients and servers with an FTP control connection between them
   uint32_t rule_set_capacity() const;
   uint32_t flow_table_capacity() const;
   // Kernel ids of the shared maps: a program that uses one of them is one of ours.

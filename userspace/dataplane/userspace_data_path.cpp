@@ -34,6 +34,9 @@ static void pc_state_emit_verdict(const struct pc_packet* pkt, const struct pc_f
 static __u64 pc_state_now_ns(void);
 static const struct pc_punt_config* pc_state_punt_config(void);
 static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt);
+static struct pc_expect* pc_state_expect_lookup(const struct pc_expect_key* key);
+static void pc_state_expect_delete(const struct pc_expect_key* key);
+static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key* key);
 
 #include "portcullis/datapath.h"
 #include "portcullis/parse.h"
@@ -304,4 +307,16 @@ static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt) 
 
 static __u64 pc_state_now_ns(void) {
   return current->now_ns;
+}
+
+// FTP data connections follow the kernel's conntrack helper, which only a live gateway has: offline, none is
+// expected, and no FTP peers are known.
+static struct pc_expect* pc_state_expect_lookup(const struct pc_expect_key* /*key*/) {
+  return nullptr;
+}
+
+static void pc_state_expect_delete(const struct pc_expect_key* /*key*/) {}
+
+static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key* /*key*/) {
+  return nullptr;
 }

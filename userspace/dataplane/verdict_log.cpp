@@ -111,7 +111,10 @@ nlohmann::ordered_json verdict_json(const pc_verdict_event& event, const policy:
   if (policy != nullptr && event.rule_id != PC_RULE_NONE && event.rule_id < policy->rules().size()) {
     out["rule"] = policy->rules()[event.rule_id].name;
   }
-  if (allowed) {
+  if (allowed && event.reason == PC_DROP_EXPECTED) {
+    out["l7"] = "ftp";  // the data connection its control connection announced
+    out["reason"] = "expected";
+  } else if (allowed) {
     out["reason"] = event.rule_id == PC_RULE_INBOUND ? "inbound" : event.rule_id != PC_RULE_NONE ? "rule" : "default";
   } else {
     out["reason"] = pc_drop_reason_name(static_cast<pc_drop_reason>(event.reason));

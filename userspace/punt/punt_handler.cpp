@@ -102,7 +102,7 @@ void PuntHandler::finish_draining() {
     if (bpf_map_lookup_elem(flows_fd_, &key, &value) != 0 || value.verdict != PC_VERDICT_DRAINING) continue;
     value.verdict = PC_VERDICT_ALLOW;
     value.rule_id = done.rule_id;
-    value.reason = PC_DROP_NONE;
+    value.reason = done.reason;
     value.generation = done.generation;
     value.held_bytes = 0;
     if (bpf_map_update_elem(flows_fd_, &key, &value, BPF_EXIST) != 0) {
@@ -317,6 +317,11 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   stats_.held_bytes += frame.size();
   if (stats_.held_bytes > settings_.total_hold_bytes) return deny(key, flow, PC_DROP_HOLD_MEMORY, {});
   if (flow.held_bytes > settings_.flow_hold_bytes) return deny(key, flow, PC_DROP_HOLD_LIMIT, {});
+  if (pkt.proto == kTcp && (pkt.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN) {
+    // Only a connection that may be an FTP data connection is held from its SYN (the data plane lets every
+    // other handshake pass): the kernel's expectations say whether a control connection announced it.
+    return decide_expected(key, flow, pkt);
+  }
 
   if (pkt.proto == kUdp && !pkt.is_fragment) {
     const std::span<const uint8_t> datagram = payload_of(pkt, frame);
@@ -396,6 +401,22 @@ void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowId
   for (HeldFrame& held : flow.frames) release(held);
   draining_[key] = Draining{rule_id, generation_};
   log(flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id, identity);
+  forget(key, true);
+}
+
+void PuntHandler::decide_expected(const pc_flow_key& key, PendingFlow& flow, const pc_packet& pkt) {
+  FlowIdentity identity;
+  identity.state = FlowIdentity::State::identified;
+  identity.l7 = policy::L7Proto::ftp;
+  identity.detail = "data connection";
+  const std::optional<ExpectedConnection> expected =
+      expectation_resolver_ ? expectation_resolver_(flow.facts, pkt.sport) : std::nullopt;
+  if (!expected) return deny(key, flow, PC_DROP_NO_EXPECTATION, identity);
+  flow.event.scope = expected->scope;
+  install(key, flow, PC_VERDICT_DRAINING, PC_DROP_EXPECTED, expected->rule_id);
+  for (HeldFrame& held : flow.frames) release(held);
+  draining_[key] = Draining{expected->rule_id, generation_, PC_DROP_EXPECTED};
+  log(flow, PC_VERDICT_ALLOW, PC_DROP_EXPECTED, expected->rule_id, identity);
   forget(key, true);
 }
 

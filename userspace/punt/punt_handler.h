@@ -99,6 +99,16 @@ class PuntHandler {
   // with the data plane's timestamp (CLOCK_MONOTONIC). Frames the daemon itself denies reach the logger.
   using DeniedFrameSink = std::function<void(std::span<const uint8_t> frame, uint64_t monotonic_ns)>;
   void capture_denied(DeniedFrameSink sink) { denied_sink_ = std::move(sink); }
+  // Decides the connections the data plane holds from their SYN as possible FTP data connections
+  // (PC_DROP_AWAITS_EXPECTATION): the expected connection's rule and scope when a control connection announced
+  // it (the opener's facts and source port), nullopt to deny. Without a resolver they are denied.
+  struct ExpectedConnection {
+    uint32_t rule_id = PC_RULE_NONE;
+    uint32_t scope = 0;
+  };
+  using ExpectationResolver =
+      std::function<std::optional<ExpectedConnection>(const PendingFlowFacts& facts, uint16_t sport)>;
+  void resolve_expectations(ExpectationResolver resolver) { expectation_resolver_ = std::move(resolver); }
   const DnsBindings& bindings() const { return bindings_; }
 
   int fd() const;  // readable (epoll) when punted frames wait
@@ -143,6 +153,7 @@ class PuntHandler {
   struct Draining {
     uint32_t rule_id = 0;
     uint32_t generation = 0;
+    uint32_t reason = PC_DROP_NONE;  // kept in the entry once allowed: PC_DROP_EXPECTED marks FTP data
   };
   struct KeyHash {
     size_t operator()(const pc_flow_key& key) const noexcept;
@@ -162,6 +173,7 @@ class PuntHandler {
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
   bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
   void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);
+  void decide_expected(const pc_flow_key& key, PendingFlow& flow, const pc_packet& pkt);
   void deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,
             uint32_t rule_id = PC_RULE_NONE);
   void install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id);
@@ -180,6 +192,7 @@ class PuntHandler {
   PuntSettings settings_;
   Logger logger_;
   DeniedFrameSink denied_sink_;
+  ExpectationResolver expectation_resolver_;
   Reinjector reinjector_;
   parsers::QuicInitialDecryptor quic_decryptor_;  // shared by every QUIC flow: keeps recent keys
   DnsBindings bindings_;
