@@ -99,6 +99,15 @@ std::string render_metrics(const MetricsSnapshot& snapshot) {
                 {{"parser", outcome.parser}, {"outcome", outcome.outcome}, {"reason", outcome.reason}}, count);
   }
 
+  text.family("portcullis_ftp_expectations_total", "counter",
+              "FTP data connections the kernel's helper announced, by what became of them here.");
+  text.sample("portcullis_ftp_expectations_total", {{"outcome", "mirrored"}}, snapshot.ftp_mirrored);
+  text.sample("portcullis_ftp_expectations_total", {{"outcome", "refused"}}, snapshot.ftp_refused);
+  text.family("portcullis_ftp_held_connections_total", "counter",
+              "Connections between FTP peers held from their SYN for the kernel's expectations, by outcome.");
+  text.sample("portcullis_ftp_held_connections_total", {{"outcome", "expected"}}, snapshot.ftp_resolved);
+  text.sample("portcullis_ftp_held_connections_total", {{"outcome", "unexpected"}}, snapshot.ftp_unresolved);
+
   text.family("portcullis_reloads_total", "counter", "Policy reloads, by result.");
   text.sample("portcullis_reloads_total", {{"result", "ok"}}, snapshot.reloads_ok);
   text.sample("portcullis_reloads_total", {{"result", "failed"}}, snapshot.reloads_failed);

@@ -28,6 +28,11 @@ struct MetricsSnapshot {
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
   uint32_t generation = 0;
+  // FTP: expectations mirrored into the data plane or refused, held connections resolved or not.
+  uint64_t ftp_mirrored = 0;
+  uint64_t ftp_refused = 0;
+  uint64_t ftp_resolved = 0;
+  uint64_t ftp_unresolved = 0;
 };
 
 std::string render_metrics(const MetricsSnapshot& snapshot);

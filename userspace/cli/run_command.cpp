@@ -33,6 +33,7 @@
 #include "conntrack/connection_cutter.h"
 #include "conntrack/flow_entries.h"
 #include "conntrack/flow_table.h"
+#include "conntrack/ftp_data.h"
 #include "conntrack/revocation.h"
 #include "control/stream_server.h"
 #include "dataplane/attacher.h"
@@ -261,9 +262,21 @@ class RunCommand {
       });
     }
     punt_->tick();  // the heartbeat is there before any program can punt
+    // FTP: the helper on the ftp rules' control connections, their expectations into the data plane.
+    ftp_ = std::make_unique<conntrack::FtpDataConnections>(objects_->expects_map(), objects_->ftp_peers_map(),
+                                                           objects_->flows_map(), mode_);
+    if (std::string problem = ftp_->set_policy(compiled, generation_); !problem.empty()) {
+      throw std::runtime_error(problem);
+    }
+    punt_->resolve_expectations(
+        [this](const punt::PendingFlowFacts& facts, uint16_t sport) { return ftp_->resolve(facts, sport); });
+    punt_->observe_bindings([this](std::optional<size_t> group, const std::vector<std::string>& names,
+                                   const policy::IpAddress& address,
+                                   uint32_t ttl) { ftp_->on_bound(group, names, address, ttl); });
     events_ =
         std::make_unique<dataplane::VerdictEventReader>(objects_->events_map(), [this](const pc_verdict_event& event) {
           flows_.on_verdict(event);
+          ftp_->on_verdict(event);
           if (event.verdict == PC_VERDICT_PENDING) return punt_->on_pending_event(event);
           write_verdict(
               dataplane::verdict_json(event, generations_.find(event.generation), clock_.iso8601(event.timestamp_ns)));
@@ -315,9 +328,13 @@ class RunCommand {
   }
 
   // Writes `tables` as the next generation.
+  uint32_t next_generation() const {
+    const uint32_t generation = writer_->current_generation() + 1;
+    return generation == 0 ? 1 : generation;  // 0 means "never written"
+  }
+
   void write_policy(const std::shared_ptr<const policy::CompiledPolicy>& compiled, dataplane::PolicyTables& tables) {
-    uint32_t generation = writer_->current_generation() + 1;
-    if (generation == 0) generation = 1;  // 0 means "never written"
+    const uint32_t generation = next_generation();
     tables.config.generation = generation;
     writer_->write(tables);
     generations_.add(generation, compiled);
@@ -344,6 +361,7 @@ class RunCommand {
             group, dataplane::address_of(decision.event.dst, decision.event.family), punt::monotonic_ns());
       }
       flows_.on_decision(decision.event, decision.identity, std::move(bound_names));
+      ftp_->on_verdict(decision.event);
     }
     if (!allowed && denied_capture_) {
       const uint64_t now = wall_ns();
@@ -372,6 +390,7 @@ class RunCommand {
   // A failed start takes off what it added. What a previous daemon left stays: it is still enforcing.
   int fail_start(const std::string& message) {
     std::cerr << "portcullis run: " << message << '\n';
+    if (ftp_) (void)ftp_->remove();
     if (attacher_) {
       const std::string problems = attacher_->detach_new();
       if (!problems.empty()) std::cerr << "portcullis run: " << problems;
@@ -442,7 +461,7 @@ class RunCommand {
     ::timerfd_settime(timer_fd, 0, &period, nullptr);
     watch.data.fd = timer_fd;
     ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, timer_fd, &watch);
-    for (const int server_fd : {control_ ? control_->fd() : -1, metrics_ ? metrics_->fd() : -1}) {
+    for (const int server_fd : {control_ ? control_->fd() : -1, metrics_ ? metrics_->fd() : -1, ftp_->fd()}) {
       if (server_fd < 0) continue;
       watch.data.fd = server_fd;
       ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, server_fd, &watch);
@@ -462,6 +481,10 @@ class RunCommand {
           if (control_) control_->tick();
           if (metrics_) metrics_->tick();
           if (++ticks_ % kSyncTicks == 0) sync_flows();
+          continue;
+        }
+        if (ready[i].data.fd == ftp_->fd()) {
+          ftp_->on_readable();
           continue;
         }
         if (control_ && ready[i].data.fd == control_->fd()) {
@@ -518,6 +541,10 @@ class RunCommand {
       try {
         dataplane::PolicyTables tables = dataplane::build_policy_tables(*loaded.compiled, mode_, 0);
         const dataplane::TableClassifier classifier(tables);
+        // The nftables table first: were it refused, nothing has changed yet.
+        if (std::string problem = ftp_->set_policy(loaded.compiled, next_generation()); !problem.empty()) {
+          throw std::runtime_error(problem);
+        }
         write_policy(loaded.compiled, tables);
         revoked = revoke(*loaded.compiled, classifier);
       } catch (const std::exception& e) {
@@ -552,44 +579,83 @@ class RunCommand {
 
   // Every open flow decided under an older policy, judged by the new one: kept under the rule that now allows
   // it, or revoked (denied in the data plane, its kernel conntrack entry deleted, a TCP connection reset at
-  // both ends) and logged with reason "revoked".
+  // both ends) and logged with reason "revoked". An FTP data connection stays while a control connection
+  // between its two ends does; a revoked control connection takes its expectations with it.
   RevocationCounts revoke(const policy::CompiledPolicy& compiled, const dataplane::TableClassifier& classifier) {
     RevocationCounts counts;
     sync_flows();
     const uint64_t now = punt::monotonic_ns();
     const int flows_fd = objects_->flows_map();
-    flows_.for_each([&](conntrack::TrackedFlow& flow) {
+    const auto open = [&](const conntrack::TrackedFlow& flow) {
       const uint8_t verdict = flow.data.verdict;
-      if (verdict != PC_VERDICT_ALLOW && verdict != PC_VERDICT_DRAINING && verdict != PC_VERDICT_INSPECT) return;
-      if (flow.data.rule_id == PC_RULE_INBOUND || flow.data.generation == generation_) return;
-      ++counts.checked;
-      const conntrack::Reevaluation judged =
-          conntrack::reevaluate(flow, compiled, mode_, classifier, punt_->bindings(), now);
-      if (judged.allow) {
-        counts.unverifiable += judged.unverifiable ? 1 : 0;
-        (void)conntrack::set_flow_verdict(flows_fd, flow.key, verdict, flow.data.reason, judged.rule_id, generation_);
-        flow.data.rule_id = judged.rule_id;
-        flow.data.generation = generation_;
-        return;
-      }
+      return (verdict == PC_VERDICT_ALLOW || verdict == PC_VERDICT_DRAINING || verdict == PC_VERDICT_INSPECT) &&
+             flow.data.rule_id != PC_RULE_INBOUND && flow.data.generation != generation_ && !flow.finished();
+    };
+    const auto keep = [&](conntrack::TrackedFlow& flow, uint32_t rule_id) {
+      (void)conntrack::set_flow_verdict(flows_fd, flow.key, flow.data.verdict, flow.data.reason, rule_id, generation_);
+      flow.data.rule_id = rule_id;
+      flow.data.generation = generation_;
+    };
+    const auto cut = [&](conntrack::TrackedFlow& flow, uint32_t rule_id, const std::string& revoked_by) {
       ++counts.revoked;
       ++flows_revoked_;
-      if (!conntrack::set_flow_verdict(flows_fd, flow.key, PC_VERDICT_DENY, PC_DROP_REVOKED, judged.rule_id,
-                                       generation_)) {
+      if (!conntrack::set_flow_verdict(flows_fd, flow.key, PC_VERDICT_DENY, PC_DROP_REVOKED, rule_id, generation_)) {
         return;  // gone meanwhile
       }
+      // Whatever it was decided as (an adopted flow's policy is not known here), a TCP connection may be a
+      // control connection whose expectations must go with it.
+      const bool ftp_control = flow.key.proto == 6 && flow.data.reason != PC_DROP_EXPECTED;
+      const bool ftp_data = flow.data.reason == PC_DROP_EXPECTED;
       flow.data.verdict = PC_VERDICT_DENY;
       flow.data.reason = PC_DROP_REVOKED;
-      flow.data.rule_id = judged.rule_id;
+      flow.data.rule_id = rule_id;
       flow.data.generation = generation_;
-      const std::string problem = cutter_.cut(flow);
+      std::string problem = cutter_.cut(flow);
+      if (ftp_control) {
+        const std::string expectations = ftp_->forget_control(flow.event);
+        if (!expectations.empty()) problem += (problem.empty() ? "" : "; ") + expectations;
+      }
       Json line = flow_json(flow, &compiled, clock_, now);
       line["event"] = "verdict";
       line["ts"] = dataplane::WallClock::now_iso8601();
-      line["revoked_by"] = pc_drop_reason_name(static_cast<pc_drop_reason>(judged.reason));
+      line["revoked_by"] = revoked_by;
+      if (ftp_data) line["l7"] = "ftp";
       for (const char* field : {"state", "first_seen", "last_seen", "idle_s", "adopted"}) line.erase(field);
       if (!problem.empty()) line["problem"] = problem;
       write_verdict(line);
+    };
+    // The two ends of each FTP control connection that stays.
+    std::set<std::pair<std::string, std::string>> ftp_peers;
+    const auto ends = [](const conntrack::TrackedFlow& flow) {
+      const std::string a = flow.src().to_string(), b = flow.dst().to_string();
+      return a < b ? std::pair{a, b} : std::pair{b, a};
+    };
+    flows_.for_each([&](conntrack::TrackedFlow& flow) {
+      if (!open(flow) || flow.data.reason == PC_DROP_EXPECTED) return;
+      ++counts.checked;
+      const conntrack::Reevaluation judged =
+          conntrack::reevaluate(flow, compiled, mode_, classifier, punt_->bindings(), now);
+      if (!judged.allow)
+        return cut(flow, judged.rule_id, pc_drop_reason_name(static_cast<pc_drop_reason>(judged.reason)));
+      counts.unverifiable += judged.unverifiable ? 1 : 0;
+      keep(flow, judged.rule_id);
+      if (flow.key.proto == 6 && conntrack::is_ftp_allow_rule(compiled, judged.rule_id)) ftp_peers.insert(ends(flow));
+    });
+    flows_.for_each([&](conntrack::TrackedFlow& flow) {
+      if (!open(flow) || flow.data.reason != PC_DROP_EXPECTED) return;
+      ++counts.checked;
+      // Its rule: the rule of the control connection that stays, under the new policy.
+      uint32_t rule_id = PC_RULE_NONE;
+      flows_.for_each([&](const conntrack::TrackedFlow& control) {
+        if (rule_id == PC_RULE_NONE && control.data.reason != PC_DROP_EXPECTED &&
+            control.data.generation == generation_ && conntrack::is_ftp_allow_rule(compiled, control.data.rule_id) &&
+            ends(control) == ends(flow)) {
+          rule_id = control.data.rule_id;
+        }
+      });
+      if (ftp_peers.count(ends(flow)) == 0 || rule_id == PC_RULE_NONE)
+        return cut(flow, PC_RULE_NONE, "control-connection");
+      keep(flow, rule_id);
     });
     return counts;
   }
@@ -601,6 +667,7 @@ class RunCommand {
       const std::vector<conntrack::FlowTable::Entry> entries = conntrack::read_flow_entries(objects_->flows_map());
       const conntrack::FlowTable::SyncResult result = flows_.sync(entries, punt::monotonic_ns());
       flows_expired_ += conntrack::delete_flow_entries(objects_->flows_map(), result.expired);
+      if (ftp_) ftp_->refresh_peers(flows_);
     } catch (const std::exception& e) {
       if (++sync_errors_ <= 3) std::cerr << "portcullis run: " << e.what() << '\n';
     }
@@ -661,6 +728,14 @@ class RunCommand {
     flows["revoked"] = flows_revoked_;
     out["flows"] = std::move(flows);
     out["reloads"] = Json{{"ok", reloads_ok_}, {"failed", reloads_failed_}};
+    const conntrack::FtpDataConnections::Stats& ftp = ftp_->stats();
+    out["ftp"] = Json{{"expectations_mirrored", ftp.mirrored},
+                      {"expectations_refused", ftp.refused},
+                      {"held_resolved", ftp.resolved},
+                      {"held_unresolved", ftp.unresolved},
+                      {"events_lost", ftp.lost_events}};
+    for (std::string& problem : ftp_->take_errors()) ftp_errors_.push_back(std::move(problem));
+    if (!ftp_errors_.empty()) out["ftp"]["errors"] = string_array(ftp_errors_);
     return out;
   }
 
@@ -680,6 +755,10 @@ class RunCommand {
     snapshot.reloads_ok = reloads_ok_;
     snapshot.reloads_failed = reloads_failed_;
     snapshot.generation = generation_;
+    snapshot.ftp_mirrored = ftp_->stats().mirrored;
+    snapshot.ftp_refused = ftp_->stats().refused;
+    snapshot.ftp_resolved = ftp_->stats().resolved;
+    snapshot.ftp_unresolved = ftp_->stats().unresolved;
     return cli::render_metrics(snapshot);
   }
 
@@ -703,6 +782,10 @@ class RunCommand {
     line["punts"] = punt_json(punt_->stats());
     if (!punt_->errors().empty()) line["punt_errors"] = string_array(punt_->errors());
     std::string problems = attacher_->detach_all();
+    if (ftp_) {
+      if (std::string problem = ftp_->remove(); !problem.empty()) problems += problem + "\n";
+      ftp_.reset();
+    }
     events_.reset();
     punt_.reset();
     problems += objects_->unpin();
@@ -730,6 +813,8 @@ class RunCommand {
   std::unique_ptr<control::UnixControlServer> control_;
   std::unique_ptr<control::HttpMetricsServer> metrics_;
   std::unique_ptr<replay::CaptureWriter> denied_capture_;
+  std::unique_ptr<conntrack::FtpDataConnections> ftp_;
+  std::vector<std::string> ftp_errors_;
   VerdictCounts verdict_counts_;
   uint64_t ticks_ = 0;
   uint64_t flows_expired_ = 0;

@@ -99,6 +99,12 @@ FlowState state_of(const pc_flow& flow, uint8_t proto) {
   return flow.packets[responder] != 0 ? FlowState::replied : FlowState::one_way;
 }
 
+bool finished(const pc_flow& flow, uint8_t proto) {
+  if (proto != kTcp) return false;
+  if (((flow.tcp_flags[0] | flow.tcp_flags[1]) & PC_TCP_RST) != 0) return true;
+  return (flow.tcp_flags[0] & PC_TCP_FIN) != 0 && (flow.tcp_flags[1] & PC_TCP_FIN) != 0;
+}
+
 uint32_t timeout_seconds(const Timeouts& timeouts, FlowState state, uint8_t proto) {
   switch (state) {
     case FlowState::pending:

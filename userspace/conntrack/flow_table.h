@@ -52,6 +52,8 @@ struct Timeouts {
 std::string set_timeout(Timeouts& timeouts, std::string_view assignment);
 
 FlowState state_of(const pc_flow& flow, uint8_t proto);
+// A TCP connection both ends have closed (a FIN each way) or one has reset: nothing more can pass on it.
+bool finished(const pc_flow& flow, uint8_t proto);
 uint32_t timeout_seconds(const Timeouts& timeouts, FlowState state, uint8_t proto);
 
 struct TrackedFlow {
@@ -68,6 +70,7 @@ struct TrackedFlow {
   bool adopted = false;  // found in the data plane without being seen decided (a restart, a lost event)
 
   FlowState state() const { return state_of(data, key.proto); }
+  bool finished() const { return conntrack::finished(data, key.proto); }
   policy::IpAddress src() const;
   policy::IpAddress dst() const;
 };

@@ -54,6 +54,7 @@ std::vector<std::string> DnsBindings::names_of(std::optional<size_t> group, cons
 
 void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::string>& names,
                        const policy::IpAddress& address, uint32_t ttl, uint64_t now_ns) {
+  if (observer_) observer_(group, names, address, ttl);
   const uint32_t seconds = std::clamp(ttl, limits_.min_ttl, std::max(limits_.min_ttl, limits_.max_ttl));
   const uint64_t expires = now_ns + seconds * kNsPerSecond;
   for (const std::string& name : names) {

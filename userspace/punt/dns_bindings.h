@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <optional>
 #include <span>
@@ -30,6 +31,11 @@ class DnsBindings {
  public:
   explicit DnsBindings(DnsBindingLimits limits = {}) : limits_(limits) {}
   void set_limits(DnsBindingLimits limits) { limits_ = limits; }
+  // Told of every binding made, with the answer's TTL (before clamping): what else must follow DNS (the FTP
+  // helper's address sets) follows it from here.
+  using Observer = std::function<void(std::optional<size_t> group, const std::vector<std::string>& names,
+                                      const policy::IpAddress& address, uint32_t ttl)>;
+  void observe(Observer observer) { observer_ = std::move(observer); }
 
   // Binds each of `names` (a CNAME chain: the asked name first) to `address` for `ttl` seconds, clamped.
   void bind(std::optional<size_t> group, const std::vector<std::string>& names, const policy::IpAddress& address,
@@ -55,6 +61,7 @@ class DnsBindings {
   void erase(const std::string& key);
 
   DnsBindingLimits limits_;
+  Observer observer_;
   std::unordered_map<std::string, Entry> entries_;
   std::list<std::string> age_;
   std::unordered_map<std::string, std::unordered_set<std::string>> by_address_;  // group|address -> names

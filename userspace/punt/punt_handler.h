@@ -109,6 +109,7 @@ class PuntHandler {
   using ExpectationResolver =
       std::function<std::optional<ExpectedConnection>(const PendingFlowFacts& facts, uint16_t sport)>;
   void resolve_expectations(ExpectationResolver resolver) { expectation_resolver_ = std::move(resolver); }
+  void observe_bindings(DnsBindings::Observer observer) { bindings_.observe(std::move(observer)); }
   const DnsBindings& bindings() const { return bindings_; }
 
   int fd() const;  // readable (epoll) when punted frames wait
