@@ -64,10 +64,10 @@ __noinline int pc_tc_refuse(struct __sk_buff *skb, const struct pc_packet *pkt, 
 		if (pc_reject(skb, pkt, ifindex, egress) == 0) {
 			pc_state_count(PC_COUNTER_REJECT_SENT);
 			/* Back where it came from: to the client's interface (gateway), or up the local stack
-			 * (host, where the packet was leaving). Up the stack it meets portcullis_outside, which
-			 * would take it for a packet of the denied flow: the mark lets it through. */
-			if (egress)
-				skb->mark = PC_REJECT_MARK;
+			 * (host, where the packet was leaving). Up the stack, or out of the inside interface of a
+			 * masquerading gateway, it meets portcullis_outside, which would take it for a packet of the
+			 * denied flow: the mark lets it through. */
+			skb->mark = PC_REJECT_MARK;
 			return bpf_redirect(ifindex, egress ? BPF_F_INGRESS : 0);
 		}
 		pc_state_count(PC_COUNTER_REJECT_UNSUPPORTED);
@@ -177,6 +177,12 @@ int portcullis_outside(struct __sk_buff *skb)
 	const __u32 ifindex = skb->ifindex;
 	const __u32 len = skb->len;
 	struct pc_packet pkt;
+
+	/* A gateway that masquerades sees its sandboxes' flows un-NATed only on the inside: there this program
+	 * runs at egress, in place of portcullis_reinject, and turns the daemon's reinjected frames round as it
+	 * would. */
+	if (skb->ingress_ifindex != ifindex && (skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK))
+		return bpf_redirect(ifindex, BPF_F_INGRESS);
 
 	/* A reject portcullis_inside sent up the stack (host mode). Marks never arrive from the wire: the
 	 * kernel clears them when a packet crosses into another network namespace or comes from a device. */

@@ -36,6 +36,9 @@
 #define PC_DELIVER_MARK 0x50434456U /* "PCDV" */
 /* skb->mark of a held frame the daemon sends back in to meet its flow's deny (gateway mode). */
 #define PC_RECLASSIFY_MARK 0x50435243U /* "PCRC" */
+/* skb->mark of what portcullis_outside lets through unread: a reject redirected into the ingress of the
+ * interface it was leaving (host mode), and the daemon's reset probe (a masquerading gateway). */
+#define PC_REJECT_MARK 0x5043524aU /* "PCRJ" */
 
 /* Largest frame the punt buffer holds: a GSO super-packet of 64 KiB plus its headers. */
 #define PC_PUNT_MAX_FRAME (65536 + 256)

@@ -23,8 +23,6 @@
 #define PC_TCP_LEN 20
 #define PC_ICMP_LEN 8
 #define PC_REJECT_TTL 64
-/* skb->mark of a reject redirected into the ingress of the interface it was leaving (host mode). */
-#define PC_REJECT_MARK 0x5043524aU /* "PCRJ" */
 
 struct pc_ipv4_pseudo {
 	__be32 saddr;

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -73,6 +74,7 @@ struct RunOptions {
   std::string control;      // Unix socket path, or empty for none
   std::string metrics;      // ADDR:PORT, or empty for none
   std::string pcap_denied;  // capture file of the frames each deny was taken on, or empty
+  std::string masquerade;   // gateway: the outside interface the sandboxes' traffic is NATed on, or empty
   std::vector<std::string> timeouts;
 };
 
@@ -132,7 +134,12 @@ std::optional<std::string> check_interfaces(const RunOptions& options, policy::M
   if (mode == policy::Mode::gateway) {
     if (!options.ifaces.empty()) return "--iface is for host mode; gateway mode takes --inside and --outside";
     if (options.inside.empty() || options.outside.empty()) return "gateway mode needs --inside and --outside";
+    if (!options.masquerade.empty() &&
+        std::find(options.outside.begin(), options.outside.end(), options.masquerade) == options.outside.end()) {
+      return "--masquerade " + options.masquerade + " is not one of the --outside interfaces";
+    }
   } else {
+    if (!options.masquerade.empty()) return "--masquerade is for gateway mode";
     if (!options.inside.empty() || !options.outside.empty()) {
       return "--inside and --outside are for gateway mode; host mode takes --iface";
     }
@@ -263,8 +270,9 @@ class RunCommand {
     }
     punt_->tick();  // the heartbeat is there before any program can punt
     // FTP: the helper on the ftp rules' control connections, their expectations into the data plane.
-    ftp_ = std::make_unique<conntrack::FtpDataConnections>(objects_->expects_map(), objects_->ftp_peers_map(),
-                                                           objects_->flows_map(), mode_);
+    ftp_ = std::make_unique<conntrack::FtpDataConnections>(
+        objects_->expects_map(), objects_->ftp_peers_map(), objects_->flows_map(), mode_,
+        options_.masquerade.empty() ? std::nullopt : std::optional<std::string>(options_.masquerade));
     if (std::string problem = ftp_->set_policy(compiled, generation_); !problem.empty()) {
       throw std::runtime_error(problem);
     }
@@ -300,7 +308,7 @@ class RunCommand {
         std::make_unique<Attacher>(objects_->map_ids(), objects_->pin_dir(), dataplane::TcAttachMode::automatic, xdp);
     const std::vector<std::string>& protected_side = mode_ == policy::Mode::gateway ? options_.inside : options_.ifaces;
     for (const dataplane::PlannedAttachment& planned :
-         dataplane::plan_attachments(mode_, protected_side, options_.outside, xdp)) {
+         dataplane::plan_attachments(mode_, protected_side, options_.outside, xdp, !options_.masquerade.empty())) {
       attacher_->attach(planned.iface, planned.point, program_fd(planned.program));
     }
     if (xdp == dataplane::XdpMode::off) {
@@ -867,6 +875,8 @@ Runner add_run_command(CLI::App& app) {
                       "Unix socket (mode 0600) for `portcullis flows|stats|reload --control SOCKET`");
   command->add_option("--metrics", options->metrics,
                       "serve Prometheus metrics at http://ADDR:PORT/metrics (127.0.0.1:9464, [::1]:9464)");
+  command->add_option("--masquerade", options->masquerade,
+                      "gateway: NAT the sandboxes' traffic leaving through this outside interface (nftables)");
   command->add_option("--pcap-denied", options->pcap_denied,
                       "append the frames each denial was taken on to this pcap file");
   command

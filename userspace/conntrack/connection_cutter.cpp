@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dataplane/frame_fields.h"
+#include "portcullis/punt.h"
 #include "punt/frame_offloads.h"
 
 namespace portcullis::conntrack {
@@ -88,6 +89,10 @@ std::string ConnectionCutter::send_probe(const pc_verdict_event& event) {
     // IPPROTO_RAW: the packet carries its own IP header, from the server's address.
     fd = ::socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
     if (fd < 0) return std::string("cannot open a raw socket: ") + std::strerror(errno);
+    // A masquerading gateway runs portcullis_outside where the probe leaves, on the revoked flow: the mark
+    // that lets the data plane's own answers through lets it through.
+    const uint32_t mark = PC_REJECT_MARK;
+    (void)::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
   }
   const policy::IpAddress client = dataplane::address_of(event.src, event.family);
   const policy::IpAddress server = dataplane::address_of(event.dst, event.family);

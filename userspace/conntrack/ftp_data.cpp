@@ -41,9 +41,15 @@ bool allowed(uint8_t verdict) {
 }  // namespace
 
 nft::TableSpec ftp_table_spec(const policy::CompiledPolicy& policy, policy::Mode mode,
-                              std::vector<size_t>* rule_of_entry) {
+                              const std::optional<std::string>& masquerade, std::vector<size_t>* rule_of_entry) {
   nft::TableSpec spec;
   spec.hook = mode == policy::Mode::gateway ? nft::TableSpec::Hook::prerouting : nft::TableSpec::Hook::output;
+  if (masquerade && mode == policy::Mode::gateway) {
+    spec.masquerade_iface = *masquerade;
+    for (const policy::Group& group : policy.policy().groups) {
+      spec.masquerade_sources.insert(spec.masquerade_sources.end(), group.sources.begin(), group.sources.end());
+    }
+  }
   if (rule_of_entry != nullptr) rule_of_entry->clear();
   const std::vector<policy::Rule>& rules = policy.rules();
   for (size_t index = 0; index < rules.size(); ++index) {
@@ -85,19 +91,22 @@ pc_flow_key flow_key_of(const ConntrackTuple& tuple) {
   return key;
 }
 
-FtpDataConnections::FtpDataConnections(int expects_fd, int peers_fd, int flows_fd, policy::Mode mode)
+FtpDataConnections::FtpDataConnections(int expects_fd, int peers_fd, int flows_fd, policy::Mode mode,
+                                       std::optional<std::string> masquerade)
     : expects_fd_(expects_fd),
       peers_fd_(peers_fd),
       flows_fd_(flows_fd),
       mode_(mode),
+      masquerade_(std::move(masquerade)),
       table_(std::make_unique<nft::FtpTable>()) {}
 
 std::string FtpDataConnections::set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation) {
   std::vector<size_t> rule_of_entry;
-  const nft::TableSpec spec = ftp_table_spec(*policy, mode_, &rule_of_entry);
-  // No ftp rule, no table: a ct helper object turns conntrack on for the whole namespace, which costs every
-  // flow's throughput for nothing.
-  if (std::string problem = spec.ftp_rules.empty() ? table_->remove() : table_->apply(spec); !problem.empty()) {
+  const nft::TableSpec spec = ftp_table_spec(*policy, mode_, masquerade_, &rule_of_entry);
+  // No ftp rule and no NAT, no table: a ct helper object turns conntrack on for the whole namespace, which
+  // costs every flow's throughput for nothing.
+  const bool needed = !spec.ftp_rules.empty() || spec.masquerade_iface.has_value();
+  if (std::string problem = needed ? table_->apply(spec) : table_->remove(); !problem.empty()) {
     return problem;
   }
   policy_ = std::move(policy);
@@ -143,8 +152,18 @@ std::optional<pc_flow> FtpDataConnections::allowed_control(const ConntrackTuple&
   return flow;
 }
 
+// Where the data plane meets the connection `expectation` announces. Behind the gateway's NAT an active-mode
+// data connection is expected to the gateway's outside address, and the helper's NAT half sends it on to the
+// client on the same port: the data plane, on the inside, sees it going to the client.
+ConntrackTuple seen_by_data_plane(const Expectation& expectation) {
+  ConntrackTuple expected = expectation.expected;
+  const bool from_server = expected.src == expectation.master.dst;
+  if (from_server && !(expected.dst == expectation.master.src)) expected.dst = expectation.master.src;
+  return expected;
+}
+
 void FtpDataConnections::on_expectation(ExpectationListener::Event event, const Expectation& expectation) {
-  const pc_expect_key key = expect_key_of(expectation.expected);
+  const pc_expect_key key = expect_key_of(seen_by_data_plane(expectation));
   const std::vector<uint8_t> id = bytes_of(key);
   const uint64_t now = punt::monotonic_ns();
   // Forget what was destroyed long enough ago that no SYN it let through can still be on its way.
@@ -257,7 +276,7 @@ std::optional<punt::PuntHandler::ExpectedConnection> FtpDataConnections::resolve
   } else {
     try {
       for (const Expectation& expectation : listener_->dump()) {
-        const ConntrackTuple& expected = expectation.expected;
+        const ConntrackTuple expected = seen_by_data_plane(expectation);
         if (expected.src == facts.src && expected.dst == facts.dst && expected.dport == facts.dport) {
           master = expectation.master;
           break;

@@ -23,11 +23,16 @@
 
 namespace portcullis::conntrack {
 
-// The table an `ftp`-rule policy needs: the helper on each allow rule's control ports and destinations (names
-// through the DNS sets), for its group's sources; at prerouting in gateway mode, output in host mode.
-// `rule_of_entry` gets, per entry of the spec's ftp_rules, the policy rule's index.
+// The table a policy needs: the helper on each `ftp` allow rule's control ports and destinations (names through
+// the DNS sets), for its group's sources, at prerouting in gateway mode, output in host mode; and with
+// `masquerade` (gateway mode) NAT for every group's sources leaving through that interface. `rule_of_entry`
+// gets, per entry of the spec's ftp_rules, the policy rule's index.
 nft::TableSpec ftp_table_spec(const policy::CompiledPolicy& policy, policy::Mode mode,
+                              const std::optional<std::string>& masquerade = std::nullopt,
                               std::vector<size_t>* rule_of_entry = nullptr);
+
+// The connection `expectation` announces as the data plane sees it (behind NAT: to the client, not the gateway).
+ConntrackTuple seen_by_data_plane(const Expectation& expectation);
 
 // Whether `rule_id` is an allow rule of proto ftp in `policy`.
 bool is_ftp_allow_rule(const policy::CompiledPolicy& policy, uint32_t rule_id);
@@ -47,7 +52,8 @@ class FtpDataConnections {
   };
 
   // Throws std::runtime_error when nftables or ctnetlink cannot be opened.
-  FtpDataConnections(int expects_fd, int peers_fd, int flows_fd, policy::Mode mode);
+  FtpDataConnections(int expects_fd, int peers_fd, int flows_fd, policy::Mode mode,
+                     std::optional<std::string> masquerade = std::nullopt);
 
   // The policy in force: the table is replaced (atomically; on error the old one stays and the error is returned),
   // and DNS-bound addresses come back as they are bound again.
@@ -87,6 +93,7 @@ class FtpDataConnections {
   int peers_fd_;
   int flows_fd_;
   policy::Mode mode_;
+  std::optional<std::string> masquerade_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   uint32_t generation_ = 0;
   std::unique_ptr<nft::FtpTable> table_;

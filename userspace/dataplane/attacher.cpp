@@ -134,14 +134,17 @@ std::string_view xdp_mode_name(const Attachment& attachment) {
 }
 
 std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::vector<std::string>& inside,
-                                                const std::vector<std::string>& outside, XdpMode xdp) {
+                                                const std::vector<std::string>& outside, XdpMode xdp, bool masquerade) {
   std::vector<PlannedAttachment> plan;
   if (mode == policy::Mode::gateway) {
     for (const std::string& iface : inside) {
       if (xdp != XdpMode::off) plan.push_back({iface, AttachPoint::xdp, DataPlaneProgram::xdp});
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::inside});
-      plan.push_back({iface, AttachPoint::tc_egress, DataPlaneProgram::reinject});
+      // Behind NAT the answers carry the sandboxes' addresses only once they are on their way in.
+      plan.push_back(
+          {iface, AttachPoint::tc_egress, masquerade ? DataPlaneProgram::outside : DataPlaneProgram::reinject});
     }
+    if (masquerade) return plan;
     for (const std::string& iface : outside)
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::outside});
   } else {

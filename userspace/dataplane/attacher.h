@@ -50,11 +50,15 @@ struct PlannedAttachment {
 // program drops denied flows anyway. On a NIC whose driver runs XDP before GRO it costs nothing.
 enum class XdpMode : uint8_t { off, native, generic };
 
-// Gateway mode: every inside interface gets the inside program on TC ingress (and XDP unless `xdp` is off);
-// every outside interface the outside program on TC ingress. Host mode (`inside` are the uplinks, `outside`
-// empty): the inside program on TC egress and the outside program on TC ingress.
+// Gateway mode: every inside interface gets the inside program on TC ingress (and XDP unless `xdp` is off) and
+// the reinjection program on TC egress; every outside interface the outside program on TC ingress. With
+// `masquerade` (the gateway NATs its sandboxes) the outside program goes on the inside interfaces' TC egress
+// instead, where answers carry the sandboxes' addresses again; it turns reinjected frames round itself. Host
+// mode (`inside` are the uplinks, `outside` empty): the inside program on TC egress, the outside program on TC
+// ingress.
 std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::vector<std::string>& inside,
-                                                const std::vector<std::string>& outside, XdpMode xdp);
+                                                const std::vector<std::string>& outside, XdpMode xdp,
+                                                bool masquerade = false);
 
 // How TC programs go on: `automatic` is TCX where the kernel has it, else clsact; `clsact` forces the fallback
 // (for tests of it on kernels with TCX).

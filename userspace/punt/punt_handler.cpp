@@ -318,9 +318,12 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   if (stats_.held_bytes > settings_.total_hold_bytes) return deny(key, flow, PC_DROP_HOLD_MEMORY, {});
   if (flow.held_bytes > settings_.flow_hold_bytes) return deny(key, flow, PC_DROP_HOLD_LIMIT, {});
   if (pkt.proto == kTcp && (pkt.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN) {
-    // Only a connection that may be an FTP data connection is held from its SYN (the data plane lets every
-    // other handshake pass): the kernel's expectations say whether a control connection announced it.
-    return decide_expected(key, flow, pkt);
+    // A connection that may be an FTP data connection is held from its SYN: the kernel's expectations say
+    // whether a control connection announced it. (Other SYNs come here only with data: TCP Fast Open.)
+    pc_flow state{};
+    if (bpf_map_lookup_elem(flows_fd_, &key, &state) == 0 && state.reason == PC_DROP_AWAITS_EXPECTATION) {
+      return decide_expected(key, flow, pkt);
+    }
   }
 
   if (pkt.proto == kUdp && !pkt.is_fragment) {

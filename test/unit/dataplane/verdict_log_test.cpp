@@ -188,6 +188,17 @@ TEST(PlanAttachments, GatewayPutsXdpAndTcOnTheInsideAndTcOnTheOutside) {
   EXPECT_EQ(plan[6].program, DataPlaneProgram::outside);
 }
 
+TEST(PlanAttachments, AMasqueradingGatewayWatchesAnswersOnTheInsideAndNothingOnTheOutside) {
+  const auto plan = plan_attachments(policy::Mode::gateway, {"in0"}, {"out0"}, XdpMode::off, true);
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_EQ(plan[0].iface, "in0");
+  EXPECT_EQ(plan[0].point, AttachPoint::tc_ingress);
+  EXPECT_EQ(plan[0].program, DataPlaneProgram::inside);
+  EXPECT_EQ(plan[1].iface, "in0");
+  EXPECT_EQ(plan[1].point, AttachPoint::tc_egress);
+  EXPECT_EQ(plan[1].program, DataPlaneProgram::outside);
+}
+
 TEST(PlanAttachments, HostPolicesEgressAndAdmitsRepliesOnEveryUplink) {
   const auto plan = plan_attachments(policy::Mode::host, {"eth0"}, {}, XdpMode::native);
   ASSERT_EQ(plan.size(), 2u);
