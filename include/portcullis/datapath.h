@@ -23,7 +23,7 @@
  *   const struct pc_punt_config *pc_state_punt_config(void);          null: no daemon configured punts
  *   struct pc_punt_bucket *pc_state_punt_bucket(const struct pc_packet *pkt);  the source's, created full
  *   struct pc_expect *pc_state_expect_lookup(const struct pc_expect_key *key);   FTP data connections (expect.h)
- *   void pc_state_expect_delete(const struct pc_expect_key *key);
+ *   int pc_state_expect_delete(const struct pc_expect_key *key);            0 when this call deleted it
  *   const struct pc_ftp_peer *pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key *key);
  *
  * A pending flow's packets come back as PC_PUNT: the build copies the frame to the daemon and holds it
@@ -328,8 +328,9 @@ static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_de
 		const __u32 rule_id = expect->rule_id;
 		const __u32 expect_scope = expect->scope;
 
-		pc_state_expect_delete(key); /* one connection per expectation, as the kernel's */
-		if (live) {
+		/* One connection per expectation, as the kernel's: of two SYNs at once, the one whose delete
+		 * took it. */
+		if (pc_state_expect_delete(key) == 0 && live) {
 			decision->verdict = PC_VERDICT_ALLOW;
 			decision->reason = PC_DROP_EXPECTED;
 			decision->rule_id = rule_id;
@@ -366,7 +367,8 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 		return pc_drop(PC_DROP_SOURCE_NOT_IN_GROUP); /* spoofed: no flow entry, no table exhaustion */
 
 	decision = pc_classify(pkt, scope, config);
-	if (decision.verdict != PC_VERDICT_ALLOW)
+	/* Only what nothing else decides: a rule's deny stands, and a flow pending its name waits for it. */
+	if (decision.verdict == PC_VERDICT_DENY && decision.reason == PC_DROP_DENIED_BY_DEFAULT)
 		pc_ftp_data(pkt, &decision, &scope);
 	__builtin_memset(&flow, 0, sizeof(flow));
 	flow.first_seen_ns = pc_state_now_ns();

@@ -2,7 +2,8 @@
  * helper's expectations, which the daemon mirrors here. Plain C for both builds; layouts pinned by size checks.
  *
  * pc_expects: one entry per expectation: the data connection's opener, its destination and port (any source
- * port), allowed once, as its control connection's rule, until the expectation's timeout.
+ * port), allowed once, as its control connection's rule, until the expectation's timeout. Only a connection
+ * the policy denies by default is looked up: a rule's deny stands, and a flow pending its name waits for it.
  * pc_ftp_peers: one entry per client and server with an allowed FTP control connection between them. A new
  * TCP connection between them that no expectation covers yet is held for the daemon, which asks the kernel:
  * the expectation is made when the control reply passes the gateway, before the client can act on it, but
@@ -24,7 +25,7 @@ struct pc_expect_key {
 PC_STATIC_ASSERT(sizeof(struct pc_expect_key) == 40, "pc_expect_key layout is shared with BPF");
 
 struct pc_expect {
-	__u64 expires_ns;	   /* CLOCK_MONOTONIC */
+	__u64 expires_ns;	   /* CLOCK_MONOTONIC (the data plane reads it coarse: up to a tick late) */
 	struct pc_flow_key master; /* the control connection */
 	__u32 rule_id;		   /* the rule that allowed it */
 	__u32 scope;		   /* the client's */

@@ -173,9 +173,9 @@ static __always_inline struct pc_expect *pc_state_expect_lookup(const struct pc_
 	return bpf_map_lookup_elem(&pc_expects, key);
 }
 
-static __always_inline void pc_state_expect_delete(const struct pc_expect_key *key)
+static __always_inline int pc_state_expect_delete(const struct pc_expect_key *key)
 {
-	bpf_map_delete_elem(&pc_expects, key);
+	return bpf_map_delete_elem(&pc_expects, key);
 }
 
 static __always_inline const struct pc_ftp_peer *pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key *key)

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "dataplane/policy_tables.h"
 #include "policy/policy_loader.h"
 #include "portcullis/drop_reasons.h"
+#include "portcullis/expect.h"
 #include "portcullis/flow.h"
 #include "portcullis/punt.h"
 #include "support/data_path_scenario.h"
@@ -104,6 +106,42 @@ class KernelDataPath : public ::testing::Test {
   RunResult xdp(const Bytes& frame) { return run(objects_->xdp_program(), frame); }
 
   uint64_t counter(uint32_t slot) { return dataplane::CounterReader(objects_->counters_map()).read().at(slot); }
+
+  std::optional<pc_flow> find_flow(const pc_flow_key& key) {
+    pc_flow flow{};
+    if (bpf_map_lookup_elem(objects_->flows_map(), &key, &flow) != 0) return std::nullopt;
+    return flow;
+  }
+
+  // A daemon that has just shown a sign of life: pending flows' frames are punted to it.
+  void start_daemon_heartbeat() {
+    const pc_punt_config config{
+        .heartbeat_ns = monotonic_now_ns(), .flow_hold_bytes = 65536, .rate_per_sec = 100, .burst = 10};
+    const uint32_t zero = 0;
+    ASSERT_EQ(bpf_map_update_elem(objects_->punt_config_map(), &zero, &config, BPF_ANY), 0);
+  }
+
+  // The frames in the punt ring, each behind its pc_punt_header, taken out of it.
+  std::vector<Bytes> take_punted_records() {
+    std::vector<Bytes> records;
+    auto collect = [](void* ctx, void* data, size_t size) {
+      const auto* bytes = static_cast<const uint8_t*>(data);
+      static_cast<std::vector<Bytes>*>(ctx)->emplace_back(bytes, bytes + size);
+      return 0;
+    };
+    ring_buffer* ring = ring_buffer__new(objects_->punts_map(), collect, &records, nullptr);
+    EXPECT_NE(ring, nullptr);
+    if (ring == nullptr) return records;
+    ring_buffer__consume(ring);
+    ring_buffer__free(ring);
+    return records;
+  }
+
+  static uint64_t monotonic_now_ns() {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(now.tv_nsec);
+  }
 
   std::string rule_name(uint32_t rule_id) {
     return rule_id == PC_RULE_NONE ? "none" : compiled_->rules().at(rule_id).name;
@@ -235,14 +273,7 @@ TEST_F(KernelDataPath, PendingFlowWithoutADaemonIsRejectedAtItsFirstData) {
 }
 
 TEST_F(KernelDataPath, PendingFlowsFirstDataIsPuntedWholeAndTakenOutOfThePath) {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  const pc_punt_config config{.heartbeat_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec,
-                              .flow_hold_bytes = 65536,
-                              .rate_per_sec = 100,
-                              .burst = 10};
-  const uint32_t zero = 0;
-  ASSERT_EQ(bpf_map_update_elem(objects_->punt_config_map(), &zero, &config, BPF_ANY), 0);
+  start_daemon_heartbeat();
   Bytes payload(1400);
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7);
   const Bytes hello = tcp4_data("10.88.1.2", "203.0.113.5", 40020, 443, payload);
@@ -251,16 +282,7 @@ TEST_F(KernelDataPath, PendingFlowsFirstDataIsPuntedWholeAndTakenOutOfThePath) {
             static_cast<uint32_t>(kTcActRedirect));
   EXPECT_EQ(counter(PC_COUNTER_PUNTED), 1u);
 
-  std::vector<Bytes> records;
-  auto collect = [](void* ctx, void* data, size_t size) {
-    const auto* bytes = static_cast<const uint8_t*>(data);
-    static_cast<std::vector<Bytes>*>(ctx)->emplace_back(bytes, bytes + size);
-    return 0;
-  };
-  ring_buffer* ring = ring_buffer__new(objects_->punts_map(), collect, &records, nullptr);
-  ASSERT_NE(ring, nullptr);
-  ring_buffer__consume(ring);
-  ring_buffer__free(ring);
+  const std::vector<Bytes> records = take_punted_records();
   ASSERT_EQ(records.size(), 1u);
   ASSERT_GE(records[0].size(), sizeof(pc_punt_header));
   pc_punt_header header{};
@@ -366,6 +388,233 @@ TEST_F(KernelDataPath, AReloadThatOpensADeniedFlowTakesEffectOnItsNextPacket) {
   const pc_flow_key key = flow_key("10.88.1.2", 40016, "198.18.0.10", 9000, 6);
   ASSERT_EQ(bpf_map_lookup_elem(objects_->flows_map(), &key, &flow), 0);
   EXPECT_EQ(rule_name(flow.rule_id), "opened");
+}
+
+// FTP data connections (include/portcullis/expect.h). The sandbox client 10.88.1.2 holds a control connection
+// to 198.18.0.21, allowed by the `ftp` rule; no rule opens any other port there, so a data connection passes
+// only as its expectation or the daemon says.
+constexpr const char* kFtpClient = "10.88.1.2";
+constexpr const char* kFtpServer = "198.18.0.21";
+constexpr uint16_t kControlClientPort = 40100;
+
+std::string with_ftp_rule(std::string yaml) {
+  return yaml.replace(yaml.find("rules:\n"), 7, "rules:\n  - {name: ftp, dst: 198.18.0.21, proto: ftp}\n");
+}
+
+union pc_addr ipv4_pc_addr(const char* text) {
+  union pc_addr addr {};
+  const test::Ipv4Address bytes = test::ipv4_address(text);
+  std::memcpy(addr.bytes, bytes.data(), bytes.size());
+  return addr;
+}
+
+// The key of a TCP connection `opener` makes to `dst`:`dport`, from any source port.
+pc_expect_key expect_key(const char* opener, const char* dst, uint16_t dport) {
+  pc_expect_key key{};
+  key.src = ipv4_pc_addr(opener);
+  key.dst = ipv4_pc_addr(dst);
+  key.dport = dport;
+  key.family = PC_FAMILY_IPV4;
+  key.proto = test::kProtoTcp;
+  return key;
+}
+
+pc_ftp_peer_key ftp_peer_key(const char* client, const char* server) {
+  pc_ftp_peer_key key{};
+  key.client = ipv4_pc_addr(client);
+  key.server = ipv4_pc_addr(server);
+  key.family = PC_FAMILY_IPV4;
+  return key;
+}
+
+// An RST|ACK sent back in place of `frame`'s SYN: the refusal of on_deny: reject.
+bool is_reset_for(const RunResult& r, const Bytes& frame) {
+  constexpr size_t kTcpFlagsOffset = 14 + 20 + 13;
+  return r.retval == static_cast<uint32_t>(kTcActRedirect) && r.out.size() > kTcpFlagsOffset && r.out != frame &&
+         r.out[kTcpFlagsOffset] == (test::kTcpRst | test::kTcpAck);
+}
+
+class KernelFtpDataPath : public KernelDataPath {
+ protected:
+  void SetUp() override {
+    KernelDataPath::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    write_policy(with_ftp_rule(kDataPathPolicy), policy::Mode::gateway);
+    ASSERT_EQ(inside(tcp4(kFtpClient, kFtpServer, kControlClientPort, 21)).retval, static_cast<uint32_t>(TC_ACT_OK));
+    const std::optional<pc_flow> control = find_flow(control_key_);
+    ASSERT_TRUE(control.has_value());
+    ASSERT_EQ(control->verdict, PC_VERDICT_ALLOW);
+    ASSERT_EQ(rule_name(control->rule_id), "ftp");
+    control_ = *control;
+  }
+
+  // What the daemon mirrors of the kernel's expectation: the control connection `master`'s rule and scope.
+  void expect_connection(const pc_expect_key& key, const pc_flow_key& master, uint64_t expires_ns) {
+    const pc_expect expect{
+        .expires_ns = expires_ns, .master = master, .rule_id = control_.rule_id, .scope = control_.scope};
+    ASSERT_EQ(bpf_map_update_elem(objects_->expects_map(), &key, &expect, BPF_NOEXIST), 0) << strerror(errno);
+  }
+  void expect_connection(const pc_expect_key& key) {
+    expect_connection(key, control_key_, monotonic_now_ns() + 60'000'000'000);
+  }
+
+  bool expectation_present(const pc_expect_key& key) {
+    pc_expect expect{};
+    return bpf_map_lookup_elem(objects_->expects_map(), &key, &expect) == 0;
+  }
+
+  void record_ftp_peers(const char* client, const char* server, uint32_t control_flows) {
+    const pc_ftp_peer_key key = ftp_peer_key(client, server);
+    const pc_ftp_peer peer{.control_flows = control_flows, .scope = control_.scope};
+    ASSERT_EQ(bpf_map_update_elem(objects_->ftp_peers_map(), &key, &peer, BPF_ANY), 0) << strerror(errno);
+  }
+
+  const pc_flow_key control_key_ = flow_key(kFtpClient, kControlClientPort, kFtpServer, 21, test::kProtoTcp);
+  pc_flow control_{};
+};
+
+TEST_F(KernelFtpDataPath, ExpectedPassiveDataConnectionIsAllowedOnceAsItsControlConnectionsRule) {
+  const pc_expect_key key = expect_key(kFtpClient, kFtpServer, 50000);
+  expect_connection(key);
+  EXPECT_EQ(inside(tcp4(kFtpClient, kFtpServer, 40101, 50000)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  const std::optional<pc_flow> data = find_flow(flow_key(kFtpClient, 40101, kFtpServer, 50000, test::kProtoTcp));
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->verdict, PC_VERDICT_ALLOW);
+  EXPECT_EQ(data->reason, static_cast<uint32_t>(PC_DROP_EXPECTED));
+  EXPECT_EQ(rule_name(data->rule_id), "ftp");
+  EXPECT_EQ(data->scope, control_.scope);
+  EXPECT_FALSE(expectation_present(key));
+
+  // The expectation is spent: another connection to the same port is what the policy says of it.
+  const Bytes second = tcp4(kFtpClient, kFtpServer, 40102, 50000);
+  EXPECT_TRUE(is_reset_for(inside(second), second));
+  const std::optional<pc_flow> refused = find_flow(flow_key(kFtpClient, 40102, kFtpServer, 50000, test::kProtoTcp));
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->verdict, PC_VERDICT_DENY);
+  EXPECT_EQ(refused->reason, static_cast<uint32_t>(PC_DROP_DENIED_BY_DEFAULT));
+}
+
+TEST_F(KernelFtpDataPath, ExpiredExpectationAllowsNothingAndIsDeleted) {
+  const pc_expect_key key = expect_key(kFtpClient, kFtpServer, 50010);
+  // A second ago: the data plane reads the coarse clock, up to a tick behind CLOCK_MONOTONIC.
+  expect_connection(key, control_key_, monotonic_now_ns() - 1'000'000'000);
+  const Bytes syn = tcp4(kFtpClient, kFtpServer, 40110, 50010);
+  EXPECT_TRUE(is_reset_for(inside(syn), syn));
+  EXPECT_EQ(counter(PC_DROP_DENIED_BY_DEFAULT), 1u);
+  EXPECT_FALSE(expectation_present(key));
+}
+
+TEST_F(KernelFtpDataPath, ExpectationOfAControlConnectionNotInTheFlowTableAllowsNothingAndIsDeleted) {
+  const pc_expect_key key = expect_key(kFtpClient, kFtpServer, 50020);
+  expect_connection(key, flow_key(kFtpClient, 40119, kFtpServer, 21, test::kProtoTcp),
+                    monotonic_now_ns() + 60'000'000'000);
+  const Bytes syn = tcp4(kFtpClient, kFtpServer, 40120, 50020);
+  EXPECT_TRUE(is_reset_for(inside(syn), syn));
+  EXPECT_EQ(counter(PC_DROP_DENIED_BY_DEFAULT), 1u);
+  EXPECT_FALSE(expectation_present(key));
+}
+
+TEST_F(KernelFtpDataPath, ExpectationOfADeniedControlConnectionAllowsNothingAndIsDeleted) {
+  // A control connection the policy refused (no rule opens port 2121).
+  const Bytes denied_control = tcp4(kFtpClient, kFtpServer, 40129, 2121);
+  ASSERT_TRUE(is_reset_for(inside(denied_control), denied_control));
+  const pc_flow_key denied_key = flow_key(kFtpClient, 40129, kFtpServer, 2121, test::kProtoTcp);
+  ASSERT_EQ(find_flow(denied_key).value_or(pc_flow{}).verdict, PC_VERDICT_DENY);
+
+  const pc_expect_key key = expect_key(kFtpClient, kFtpServer, 50030);
+  expect_connection(key, denied_key, monotonic_now_ns() + 60'000'000'000);
+  const Bytes syn = tcp4(kFtpClient, kFtpServer, 40130, 50030);
+  EXPECT_TRUE(is_reset_for(inside(syn), syn));
+  EXPECT_EQ(counter(PC_DROP_DENIED_BY_DEFAULT), 2u);
+  EXPECT_FALSE(expectation_present(key));
+}
+
+TEST_F(KernelFtpDataPath, SynBetweenFtpPeersWithoutAnExpectationIsPuntedWholeAndHeldPending) {
+  start_daemon_heartbeat();
+  record_ftp_peers(kFtpClient, kFtpServer, 1);
+  const Bytes syn = tcp4(kFtpClient, kFtpServer, 40140, 50040);
+  const pc_flow_key key = flow_key(kFtpClient, 40140, kFtpServer, 50040, test::kProtoTcp);
+
+  // Stolen (a redirect to no device) with the frame as it came, not rewritten into a reset.
+  RunResult r = inside(syn);
+  EXPECT_EQ(r.retval, static_cast<uint32_t>(kTcActRedirect));
+  EXPECT_EQ(r.out, syn);
+  EXPECT_EQ(counter(PC_COUNTER_PUNTED), 1u);
+  EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 0u);
+  std::optional<pc_flow> flow = find_flow(key);
+  ASSERT_TRUE(flow.has_value());
+  EXPECT_EQ(flow->verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(flow->reason, static_cast<uint32_t>(PC_DROP_AWAITS_EXPECTATION));
+  EXPECT_EQ(flow->rule_id, PC_RULE_NONE);
+  EXPECT_EQ(flow->held_bytes, syn.size());
+
+  // Its retransmission is held behind it.
+  r = inside(syn);
+  EXPECT_EQ(r.retval, static_cast<uint32_t>(kTcActRedirect));
+  EXPECT_EQ(r.out, syn);
+  EXPECT_EQ(counter(PC_COUNTER_PUNTED), 2u);
+  flow = find_flow(key);
+  ASSERT_TRUE(flow.has_value());
+  EXPECT_EQ(flow->verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(flow->held_bytes, 2 * syn.size());
+
+  const std::vector<Bytes> records = take_punted_records();
+  ASSERT_EQ(records.size(), 2u);
+  for (const Bytes& record : records) {
+    ASSERT_GE(record.size(), sizeof(pc_punt_header));
+    EXPECT_EQ(Bytes(record.begin() + sizeof(pc_punt_header), record.end()), syn);
+  }
+}
+
+TEST_F(KernelFtpDataPath, SynBetweenHostsWithoutAnOpenFtpControlConnectionIsRefusedAsThePolicySays) {
+  start_daemon_heartbeat();
+  const Bytes syn = tcp4(kFtpClient, kFtpServer, 40150, 50050);
+  EXPECT_TRUE(is_reset_for(inside(syn), syn));
+  const std::optional<pc_flow> flow = find_flow(flow_key(kFtpClient, 40150, kFtpServer, 50050, test::kProtoTcp));
+  ASSERT_TRUE(flow.has_value());
+  EXPECT_EQ(flow->verdict, PC_VERDICT_DENY);
+  EXPECT_EQ(flow->reason, static_cast<uint32_t>(PC_DROP_DENIED_BY_DEFAULT));
+
+  // Peers whose control connections have all closed are no reason to hold either.
+  record_ftp_peers(kFtpClient, kFtpServer, 0);
+  const Bytes after_close = tcp4(kFtpClient, kFtpServer, 40151, 50050);
+  EXPECT_TRUE(is_reset_for(inside(after_close), after_close));
+  EXPECT_EQ(counter(PC_COUNTER_PUNTED), 0u);
+  EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 2u);
+}
+
+TEST_F(KernelFtpDataPath, GatewayLetsInTheActiveDataConnectionItsExpectationAnnounced) {
+  const pc_expect_key key = expect_key(kFtpServer, kFtpClient, 50060);
+  expect_connection(key);
+  EXPECT_EQ(outside(tcp4(kFtpServer, kFtpClient, 20, 50060)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  const pc_flow_key data_key = flow_key(kFtpServer, 20, kFtpClient, 50060, test::kProtoTcp);
+  const std::optional<pc_flow> data = find_flow(data_key);
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(data->verdict, PC_VERDICT_ALLOW);
+  EXPECT_EQ(data->reason, static_cast<uint32_t>(PC_DROP_EXPECTED));
+  EXPECT_EQ(rule_name(data->rule_id), "ftp");
+  EXPECT_NE(control_.scope, static_cast<uint32_t>(PC_SCOPE_TOP_LEVEL));
+  EXPECT_EQ(data->scope, control_.scope);
+  EXPECT_EQ(data->packets[data->initiator], 1u);
+  EXPECT_FALSE(expectation_present(key));
+  // The client's answer finds the flow.
+  EXPECT_EQ(inside(tcp4(kFtpClient, kFtpServer, 50060, 20, test::kTcpSyn | test::kTcpAck)).retval,
+            static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(find_flow(data_key).value_or(pc_flow{}).packets[1 - data->initiator], 1u);
+
+  // Spent: the server's next connection to that port is unsolicited.
+  EXPECT_EQ(outside(tcp4(kFtpServer, kFtpClient, 2020, 50060)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(PC_DROP_UNSOLICITED_INBOUND), 1u);
+}
+
+TEST_F(KernelFtpDataPath, GatewayDropsAnInboundSynNoExpectationAnnouncedAsUnsolicited) {
+  // FTP peers, whichever way round, are no reason to let the server in (nor to hold its SYN): only an
+  // expectation is.
+  record_ftp_peers(kFtpClient, kFtpServer, 1);
+  record_ftp_peers(kFtpServer, kFtpClient, 1);
+  EXPECT_EQ(outside(tcp4(kFtpServer, kFtpClient, 20, 50070)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(PC_DROP_UNSOLICITED_INBOUND), 1u);
+  EXPECT_FALSE(find_flow(flow_key(kFtpServer, 20, kFtpClient, 50070, test::kProtoTcp)).has_value());
 }
 
 }  // namespace

@@ -488,7 +488,7 @@ class RunCommand {
           punt_->tick();
           if (control_) control_->tick();
           if (metrics_) metrics_->tick();
-          if (++ticks_ % kSyncTicks == 0) sync_flows();
+          if (++ticks_ >= next_sync_tick_) sync_flows();
           continue;
         }
         if (ready[i].data.fd == ftp_->fd()) {
@@ -670,6 +670,7 @@ class RunCommand {
 
   // Reads the data plane's flow table back: counters and states, adopted flows, and the idle ones ended.
   void sync_flows() {
+    const uint64_t started = punt::monotonic_ns();
     events_->consume();  // decisions before the entries they made
     try {
       const std::vector<conntrack::FlowTable::Entry> entries = conntrack::read_flow_entries(objects_->flows_map());
@@ -679,6 +680,10 @@ class RunCommand {
     } catch (const std::exception& e) {
       if (++sync_errors_ <= 3) std::cerr << "portcullis run: " << e.what() << '\n';
     }
+    // A large table takes a while to read back: the next sync waits ten times as long, so upkeep never takes
+    // more than a tenth of the loop.
+    const uint64_t took_ticks = (punt::monotonic_ns() - started) / 100'000'000ULL;
+    next_sync_tick_ = ticks_ + std::max<uint64_t>(kSyncTicks, 10 * took_ticks);
   }
 
   // One request line from the control socket: {"command":"flows","group":G}, {"command":"stats"} or
@@ -825,6 +830,7 @@ class RunCommand {
   std::vector<std::string> ftp_errors_;
   VerdictCounts verdict_counts_;
   uint64_t ticks_ = 0;
+  uint64_t next_sync_tick_ = kSyncTicks;
   uint64_t flows_expired_ = 0;
   uint64_t flows_revoked_ = 0;
   uint64_t reloads_ok_ = 0;

@@ -128,11 +128,17 @@ uint32_t timeout_seconds(const Timeouts& timeouts, FlowState state, uint8_t prot
 }
 
 size_t FlowKeyHash::operator()(const pc_flow_key& key) const noexcept {
-  // FNV-1a over the key's bytes (every key is made with its padding zeroed).
-  const auto* bytes = reinterpret_cast<const uint8_t*>(&key);
-  uint64_t hash = 14695981039346656037ULL;
-  for (size_t i = 0; i < sizeof(key); ++i) hash = (hash ^ bytes[i]) * 1099511628211ULL;
-  return static_cast<size_t>(hash);
+  // The key's five 64-bit words (every key is made with its padding zeroed), mixed as splitmix64 does.
+  static_assert(sizeof(pc_flow_key) == 5 * sizeof(uint64_t));
+  uint64_t words[5];
+  std::memcpy(words, &key, sizeof(words));
+  uint64_t hash = 0x9e3779b97f4a7c15ULL;
+  for (const uint64_t word : words) {
+    hash ^= word + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2);
+    hash = (hash ^ (hash >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    hash = (hash ^ (hash >> 27)) * 0x94d049bb133111ebULL;
+  }
+  return static_cast<size_t>(hash ^ (hash >> 31));
 }
 
 bool FlowKeyEqual::operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept {
@@ -211,39 +217,35 @@ void FlowTable::on_decision(const pc_verdict_event& event, const punt::FlowIdent
 }
 
 FlowTable::SyncResult FlowTable::sync(std::span<const Entry> entries, uint64_t now_ns) {
+  // In place, marking what the data plane still holds: a million flows are synced without a new table.
   SyncResult result;
-  std::unordered_map<pc_flow_key, TrackedFlow, FlowKeyHash, FlowKeyEqual> next;
-  next.reserve(entries.size());
+  const uint32_t sync = ++sync_;
   for (const auto& [key, data] : entries) {
-    auto found = flows_.find(key);
-    TrackedFlow flow;
-    if (found != flows_.end() && found->second.data.first_seen_ns == data.first_seen_ns) {
-      flow = std::move(found->second);
-    } else {
+    auto [it, created] = flows_.try_emplace(key);
+    TrackedFlow& flow = it->second;
+    if (created || flow.data.first_seen_ns != data.first_seen_ns) {
       // Not seen decided, or a newer flow on the same key whose event is still on its way.
+      flow = TrackedFlow{};
       flow.key = key;
       flow.event = event_of(key, data);
       flow.adopted = true;
       ++result.adopted;
     }
-    if (found != flows_.end()) flows_.erase(found);
+    flow.synced = sync;
     flow.data = data;
     // The verdict the data plane holds now (allowed after draining, revoked, reopened) is the flow's.
     flow.event.verdict = data.verdict == PC_VERDICT_DRAINING ? PC_VERDICT_ALLOW : data.verdict;
     flow.event.reason = data.reason;
     flow.event.rule_id = data.rule_id;
     flow.event.generation = data.generation;
-    const FlowState state = flow.state();
-    const uint64_t timeout_ns = uint64_t{timeout_seconds(timeouts_, state, key.proto)} * kNsPerSecond;
+    const uint64_t timeout_ns = uint64_t{timeout_seconds(timeouts_, flow.state(), key.proto)} * kNsPerSecond;
     if (timeout_ns != 0 && now_ns > data.last_seen_ns && now_ns - data.last_seen_ns > timeout_ns) {
       result.expired.push_back(key);
-      continue;
+      flows_.erase(it);
     }
-    next.emplace(key, std::move(flow));
   }
-  // What is left was decided, but the data plane holds it no more.
-  result.forgotten = flows_.size();
-  flows_ = std::move(next);
+  // What is left unmarked was decided, but the data plane holds it no more.
+  result.forgotten = std::erase_if(flows_, [sync](const auto& entry) { return entry.second.synced != sync; });
   return result;
 }
 

@@ -68,6 +68,7 @@ struct TrackedFlow {
   // flow established while its binding lived survives the binding's expiry, and a reload judges it by them.
   std::vector<std::string> bound_names;
   bool adopted = false;  // found in the data plane without being seen decided (a restart, a lost event)
+  uint32_t synced = 0;   // the sync that last found it in the data plane
 
   FlowState state() const { return state_of(data, key.proto); }
   bool finished() const { return conntrack::finished(data, key.proto); }
@@ -127,6 +128,7 @@ class FlowTable {
 
   Timeouts timeouts_;
   std::unordered_map<pc_flow_key, TrackedFlow, FlowKeyHash, FlowKeyEqual> flows_;
+  uint32_t sync_ = 0;
 };
 
 // The event a flow entry stands for, rebuilt from the entry alone (an adopted flow): addresses and ports from

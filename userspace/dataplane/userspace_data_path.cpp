@@ -35,7 +35,7 @@ static __u64 pc_state_now_ns(void);
 static const struct pc_punt_config* pc_state_punt_config(void);
 static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt);
 static struct pc_expect* pc_state_expect_lookup(const struct pc_expect_key* key);
-static void pc_state_expect_delete(const struct pc_expect_key* key);
+static int pc_state_expect_delete(const struct pc_expect_key* key);
 static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key* key);
 
 #include "portcullis/datapath.h"
@@ -315,7 +315,9 @@ static struct pc_expect* pc_state_expect_lookup(const struct pc_expect_key* /*ke
   return nullptr;
 }
 
-static void pc_state_expect_delete(const struct pc_expect_key* /*key*/) {}
+static int pc_state_expect_delete(const struct pc_expect_key* /*key*/) {
+  return -1;
+}
 
 static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key* /*key*/) {
   return nullptr;
