@@ -296,6 +296,21 @@ static __always_inline struct pc_outcome pc_punt_failed(const struct pc_packet *
 	return pc_deny_pending(pkt, flow, reason);
 }
 
+/* A new flow's entry as `decision` decided it, for the initiator's `scope`, opened in `direction`. */
+static __always_inline void pc_flow_init(struct pc_flow *flow, const struct pc_decision *decision, __u32 scope,
+					 __u32 generation, __u8 direction)
+{
+	__builtin_memset(flow, 0, sizeof(*flow));
+	flow->first_seen_ns = pc_state_now_ns();
+	flow->last_seen_ns = flow->first_seen_ns;
+	flow->rule_id = decision->rule_id;
+	flow->reason = decision->reason;
+	flow->scope = scope;
+	flow->generation = generation;
+	flow->verdict = decision->verdict;
+	flow->initiator = direction;
+}
+
 /* A TCP connection no rule allows may be the data connection an FTP control connection announced: allowed
  * once by its expectation, as the control connection's rule; held for the daemon when it is between FTP peers
  * and no expectation is here (yet). `opener` and `other` are the SYN's source and destination. Returns 1 with
@@ -370,19 +385,11 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 	/* Only what nothing else decides: a rule's deny stands, and a flow pending its name waits for it. */
 	if (decision.verdict == PC_VERDICT_DENY && decision.reason == PC_DROP_DENIED_BY_DEFAULT)
 		pc_ftp_data(pkt, &decision, &scope);
-	__builtin_memset(&flow, 0, sizeof(flow));
-	flow.first_seen_ns = pc_state_now_ns();
-	flow.last_seen_ns = flow.first_seen_ns;
-	flow.rule_id = decision.rule_id;
-	flow.reason = decision.reason;
-	flow.scope = scope;
-	flow.generation = config->generation;
-	flow.verdict = decision.verdict;
+	pc_flow_init(&flow, &decision, scope, config->generation, direction);
 	/* On port 53 only dns rules allow (classify.h): under filter_queries the daemon reads every query. */
 	if (decision.verdict == PC_VERDICT_ALLOW && config->filter_queries && pkt->dport == PC_DNS_PORT &&
 	    (pkt->proto == 6 || pkt->proto == 17))
 		flow.verdict = PC_VERDICT_INSPECT;
-	flow.initiator = direction;
 	stored = pc_state_flow_insert(key, &flow);
 	if (stored)
 		pc_account(stored, direction, len, pkt->tcp_flags);
@@ -512,15 +519,7 @@ static __always_inline struct pc_outcome pc_expected_inbound(const struct pc_pac
 
 	if (!pc_ftp_data(pkt, &decision, &scope) || decision.verdict != PC_VERDICT_ALLOW)
 		return pc_drop(PC_DROP_UNSOLICITED_INBOUND);
-	__builtin_memset(&flow, 0, sizeof(flow));
-	flow.first_seen_ns = pc_state_now_ns();
-	flow.last_seen_ns = flow.first_seen_ns;
-	flow.rule_id = decision.rule_id;
-	flow.reason = decision.reason;
-	flow.scope = scope;
-	flow.generation = config->generation;
-	flow.verdict = PC_VERDICT_ALLOW;
-	flow.initiator = direction;
+	pc_flow_init(&flow, &decision, scope, config->generation, direction);
 	stored = pc_state_flow_insert(key, &flow);
 	if (stored)
 		pc_account(stored, direction, len, pkt->tcp_flags);
@@ -568,15 +567,10 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 
 	/* Host mode: a flow started from outside (a connection to a service of this host) is not egress;
 	 * it is allowed, and the host's replies find it. */
+	const struct pc_decision admitted = {.verdict = PC_VERDICT_ALLOW, .reason = PC_DROP_NONE, .rule_id = PC_RULE_INBOUND};
 	struct pc_flow inbound;
 
-	__builtin_memset(&inbound, 0, sizeof(inbound));
-	inbound.first_seen_ns = pc_state_now_ns();
-	inbound.last_seen_ns = inbound.first_seen_ns;
-	inbound.rule_id = PC_RULE_INBOUND;
-	inbound.generation = config->generation;
-	inbound.verdict = PC_VERDICT_ALLOW;
-	inbound.initiator = direction;
+	pc_flow_init(&inbound, &admitted, PC_SCOPE_TOP_LEVEL, config->generation, direction);
 	flow = pc_state_flow_insert(&key, &inbound);
 	if (flow)
 		pc_account(flow, direction, len, pkt->tcp_flags);
