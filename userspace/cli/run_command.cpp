@@ -623,9 +623,12 @@ class RunCommand {
         const std::string expectations = ftp_->forget_control(flow.event);
         if (!expectations.empty()) problem += (problem.empty() ? "" : "; ") + expectations;
       }
-      Json line = flow_json(flow, &compiled, clock_, now);
-      line["event"] = "verdict";
-      line["ts"] = dataplane::WallClock::now_iso8601();
+      // A verdict line, as the log's others read: event and time first, then the flow.
+      Json line{{"event", "verdict"}, {"ts", dataplane::WallClock::now_iso8601()}};
+      const Json listed = flow_json(flow, &compiled, clock_, now);
+      for (const auto& [field, value] : listed.items()) {
+        if (field != "event") line[field] = value;
+      }
       line["revoked_by"] = revoked_by;
       if (ftp_data) line["l7"] = "ftp";
       for (const char* field : {"state", "first_seen", "last_seen", "idle_s", "adopted"}) line.erase(field);
