@@ -43,7 +43,6 @@ else
   hook=output
 fi
 policy=$TOPO_LOG_DIR/policy.yaml
-cp "$policies/ftp.yaml" "$policy"
 sock=$TOPO_LOG_DIR/control.sock
 
 # vsftpd: anonymous download and upload, passive ports 30000-30004; one instance per
@@ -104,7 +103,12 @@ upload() {  # upload ADDR NAME CURL-OPTIONS...: the file arrives whole on the se
   cmp -s "$ftp_root/incoming/$name" "$ftp_root/file.bin" || { echo "the upload differs"; return 1; }
 }
 
+# Started without an ftp rule: no table (and no conntrack turned on); a reload brings the rule and the table.
+cp "$policies/ftp_reloaded.yaml" "$policy"
 pc_start "$fw_ns" ftp --policy "$policy" "${run_args[@]}" --control "$sock"
+expect_fail "no ftp rule, no table" in_ns "$fw_ns" nft list table inet portcullis
+cp "$policies/ftp.yaml" "$policy"
+expect_ok "a reload with the ftp rule" "$PC_BIN" reload --control "$sock"
 
 echo "== the nftables table"
 ruleset=$(in_ns "$fw_ns" nft list table inet portcullis)

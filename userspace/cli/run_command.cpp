@@ -469,11 +469,13 @@ class RunCommand {
     ::timerfd_settime(timer_fd, 0, &period, nullptr);
     watch.data.fd = timer_fd;
     ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, timer_fd, &watch);
-    for (const int server_fd : {control_ ? control_->fd() : -1, metrics_ ? metrics_->fd() : -1, ftp_->fd()}) {
+    for (const int server_fd : {control_ ? control_->fd() : -1, metrics_ ? metrics_->fd() : -1}) {
       if (server_fd < 0) continue;
       watch.data.fd = server_fd;
       ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, server_fd, &watch);
     }
+    epoll_fd_ = epoll_fd;
+    watch_ftp();
     // Enforcing: systemd (Type=notify) may start what comes after the firewall.
     service::notify_ready("enforcing generation " + std::to_string(generation_));
 
@@ -529,6 +531,15 @@ class RunCommand {
     }
   }
 
+  // FTP's expectation events join the loop once a policy has ftp rules (at start, or at a reload).
+  void watch_ftp() {
+    if (epoll_fd_ < 0 || ftp_watched_ || ftp_->fd() < 0) return;
+    epoll_event watch{};
+    watch.events = EPOLLIN;
+    watch.data.fd = ftp_->fd();
+    ftp_watched_ = ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, ftp_->fd(), &watch) == 0;
+  }
+
   struct ReloadOutcome {
     bool ok = false;
     Json line;  // the reload log line
@@ -554,6 +565,7 @@ class RunCommand {
           throw std::runtime_error(problem);
         }
         write_policy(loaded.compiled, tables);
+        watch_ftp();
         revoked = revoke(*loaded.compiled, classifier);
       } catch (const std::exception& e) {
         loaded.errors.push_back(e.what());
@@ -831,6 +843,8 @@ class RunCommand {
   std::unique_ptr<replay::CaptureWriter> denied_capture_;
   std::unique_ptr<conntrack::FtpDataConnections> ftp_;
   std::vector<std::string> ftp_errors_;
+  int epoll_fd_ = -1;
+  bool ftp_watched_ = false;
   VerdictCounts verdict_counts_;
   uint64_t ticks_ = 0;
   uint64_t next_sync_tick_ = kSyncTicks;

@@ -106,24 +106,41 @@ std::string FtpDataConnections::set_policy(std::shared_ptr<const policy::Compile
   // No ftp rule and no NAT, no table: a ct helper object turns conntrack on for the whole namespace, which
   // costs every flow's throughput for nothing.
   const bool needed = !spec.ftp_rules.empty() || spec.masquerade_iface.has_value();
-  if (std::string problem = needed ? table_->apply(spec) : table_->remove(); !problem.empty()) {
-    return problem;
+  if (needed) {
+    if (std::string problem = table_->apply(spec); !problem.empty()) return problem;
+  } else if (table_exists()) {
+    // A table of an earlier policy (or daemon) goes; with none, nftables is not asked for anything, so a
+    // kernel without it runs policies without ftp rules.
+    if (std::string problem = table_->remove(); !problem.empty()) return problem;
+  }
+  // Subscribed once a policy has ftp rules: the expectations already there are reported at once, and mirrored
+  // when their control connection is allowed.
+  if (!listener_ && !spec.ftp_rules.empty()) {
+    try {
+      listener_ = std::make_unique<ExpectationListener>(
+          [this](ExpectationListener::Event event, const Expectation& expectation) {
+            on_expectation(event, expectation);
+          });
+    } catch (const std::exception& e) {
+      return std::string("cannot follow FTP data connections: ") + e.what();
+    }
   }
   policy_ = std::move(policy);
   generation_ = generation;
   rule_of_entry_ = std::move(rule_of_entry);
-  // Subscribed once a policy says which control connections count: the expectations already there are
-  // reported at once, and mirrored when their control connection is allowed.
-  if (!listener_) {
-    listener_ =
-        std::make_unique<ExpectationListener>([this](ExpectationListener::Event event, const Expectation& expectation) {
-          on_expectation(event, expectation);
-        });
-  }
   return {};
 }
 
+bool FtpDataConnections::table_exists() {
+  try {
+    return table_->exists();
+  } catch (const std::exception&) {
+    return false;  // nftables cannot be asked: there is no table of ours either
+  }
+}
+
 void FtpDataConnections::on_readable() {
+  if (!listener_) return;
   try {
     listener_->on_readable();
   } catch (const std::exception& e) {

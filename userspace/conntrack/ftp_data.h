@@ -59,7 +59,8 @@ class FtpDataConnections {
   // and DNS-bound addresses come back as they are bound again.
   std::string set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, uint32_t generation);
 
-  int fd() const { return listener_->fd(); }
+  // The expectation events' descriptor, for the daemon's loop; -1 until a policy has ftp rules.
+  int fd() const { return listener_ ? listener_->fd() : -1; }
   void on_readable();
 
   // DNS bound `names` to `address` for `group`: the ftp rules naming one of them take the address.
@@ -85,6 +86,7 @@ class FtpDataConnections {
 
  private:
   void on_expectation(ExpectationListener::Event event, const Expectation& expectation);
+  bool table_exists();
   // The allowed ftp control connection `master` names, as the data plane holds it; nullopt when there is none.
   std::optional<pc_flow> allowed_control(const ConntrackTuple& master) const;
   void error(std::string message);
