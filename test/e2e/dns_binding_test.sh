@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end: with sni_ip_binding: dns (the default), a flow allowed by the name it shows must go to an address
-# DNS gave that name. dnsmasq in inet answers A, AAAA and a CNAME chain; the gateway's data plane copies the
-# answers to the daemon, which binds the names (every name of a chain) to their addresses. curl then reaches
+# DNS gave that name. dnsmasq in inet (on IPv4 and IPv6) answers A, AAAA and a CNAME chain; the gateway's data
+# plane copies the answers to the daemon, which binds the names (every name of a chain) to their addresses. curl then reaches
 # allowed.test over IPv4 and IPv6 and alias.test (a CNAME), and `curl --resolve allowed.test:443:<another
 # address>` (SNI spoofing) and a name never resolved are denied as no-dns-binding.
 # Usage: dns_binding_test.sh SOURCE_DIR BUILD_DIR   (root; exit 77 = skipped)
@@ -113,6 +113,18 @@ expect_match "dig +tcp git.test: an answer over TCP" "$(in_ns client dig +tcp +s
   "^$INET_ALLOWED_V4$"
 expect_match "binds too" \
   "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_ALLOWED_V4:22")" "^SSH-2.0"
+
+echo "== the resolver over IPv6"
+sleep 3.5  # every binding so far has expired (max_ttl: 3)
+expect_eq "https to allowed.test's IPv6 address with no answer since is refused" \
+  "$(https_get https://allowed.test/ -6 --resolve "allowed.test:443:[$INET_ALLOWED_V6]")" 000
+expect_match "dig @$INET_DNS_V6 allowed.test AAAA" \
+  "$(in_ns client dig +short +time=2 +tries=1 "@$INET_DNS_V6" allowed.test AAAA)" "^$INET_ALLOWED_V6$"
+expect_eq "then it passes: the answer over IPv6 bound it" \
+  "$(https_get https://allowed.test/ -6 --resolve "allowed.test:443:[$INET_ALLOWED_V6]")" 200
+expect_match "a query for evil.test over IPv6 gets NXDOMAIN too" \
+  "$(in_ns client dig +time=2 +tries=1 "@$INET_DNS_V6" evil.test AAAA)" "status: NXDOMAIN"
+expect_fail "and never reaches the resolver" grep -q "evil\.test" "$dnsmasq_log"
 
 pc_stop
 expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9]'
