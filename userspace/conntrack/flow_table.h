@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "dataplane/flow_key_hash.h"
 #include "policy/ip_address.h"
 #include "portcullis/flow.h"
 #include "portcullis/packet.h"
@@ -76,12 +77,8 @@ struct TrackedFlow {
   policy::IpAddress dst() const;
 };
 
-struct FlowKeyHash {
-  size_t operator()(const pc_flow_key& key) const noexcept;
-};
-struct FlowKeyEqual {
-  bool operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept;
-};
+using dataplane::FlowKeyEqual;
+using dataplane::FlowKeyHash;
 
 // The key of the flow `event` describes (ICMP echo flows are keyed by their identifier on both sides).
 pc_flow_key key_of(const pc_verdict_event& event);

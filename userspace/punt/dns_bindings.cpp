@@ -118,6 +118,39 @@ std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::Co
   return made;
 }
 
+DnsTcpAnswers::Learned DnsTcpAnswers::add(DnsBindings& bindings, const policy::CompiledPolicy& policy,
+                                          const pc_packet& pkt, std::span<const uint8_t> frame, uint64_t now_ns) {
+  Learned learned;
+  pc_flow_key key{};
+  uint8_t direction = 0;
+  const std::optional<uint32_t> seq = dataplane::tcp_seq(pkt, frame);
+  if (pc_flow_key_from_packet(&pkt, &key, &direction) < 0 || !seq) {
+    learned.unreadable = true;
+    return learned;
+  }
+  const std::span<const uint8_t> payload = dataplane::payload_of(pkt, frame);
+  if (payload.empty()) return learned;
+  Stream& stream = streams_[key];
+  stream.last_ns = now_ns;
+  if (!stream.bytes) stream.bytes.emplace(*seq, parsers::TcpStreamPrefix::kDefaultLimit);
+  stream.bytes->add_segment(*seq, payload);
+  const std::span<const uint8_t> bytes = stream.bytes->contiguous();
+  const policy::IpAddress client = dataplane::address_of(pkt.dst, pkt.family);
+  while (stream.consumed + 2 <= bytes.size()) {
+    const size_t length = size_t{bytes[stream.consumed]} << 8 | bytes[stream.consumed + 1];
+    if (stream.consumed + 2 + length > bytes.size()) break;
+    const std::optional<size_t> made =
+        learn_from_message(bindings, policy, bytes.subspan(stream.consumed + 2, length), client, now_ns);
+    ++(made ? learned.answers : learned.malformed);
+    stream.consumed += 2 + length;
+  }
+  return learned;
+}
+
+void DnsTcpAnswers::expire(uint64_t idle_since_ns) {
+  std::erase_if(streams_, [idle_since_ns](const auto& entry) { return entry.second.last_ns <= idle_since_ns; });
+}
+
 PendingVerdict decide_with_bindings(const policy::CompiledPolicy& policy, policy::Mode mode,
                                     const PendingFlowFacts& flow, const FlowIdentity& identity,
                                     const DnsBindings& bindings, uint64_t now_ns) {

@@ -16,7 +16,10 @@
 #include <unordered_set>
 #include <vector>
 
+#include "dataplane/flow_key_hash.h"
+#include "parsers/tcp_stream_prefix.h"
 #include "policy/compiled_policy.h"
+#include "portcullis/packet.h"
 #include "punt/flow_identity.h"
 
 namespace portcullis::punt {
@@ -76,6 +79,30 @@ std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::Com
 std::optional<size_t> learn_from_message(DnsBindings& bindings, const policy::CompiledPolicy& policy,
                                          std::span<const uint8_t> message, const policy::IpAddress& client,
                                          uint64_t now_ns);
+
+// DNS answers over TCP, read message by message (each behind its 2-byte length) from the first 64 KiB of each
+// connection's server side, put in order as segments come: what they bind is learned as each message completes.
+class DnsTcpAnswers {
+ public:
+  struct Learned {
+    size_t answers = 0;       // whole messages read that bound something or parsed
+    size_t malformed = 0;     // whole messages that did not parse
+    bool unreadable = false;  // the frame held no TCP segment of a flow
+  };
+  // A segment `pkt` (in `frame`) from a DNS server to a client.
+  Learned add(DnsBindings& bindings, const policy::CompiledPolicy& policy, const pc_packet& pkt,
+              std::span<const uint8_t> frame, uint64_t now_ns);
+  // Forgets the connections idle since `idle_since_ns`.
+  void expire(uint64_t idle_since_ns);
+
+ private:
+  struct Stream {
+    std::optional<parsers::TcpStreamPrefix> bytes;
+    size_t consumed = 0;  // stream bytes of the messages read so far
+    uint64_t last_ns = 0;
+  };
+  std::unordered_map<pc_flow_key, Stream, dataplane::FlowKeyHash, dataplane::FlowKeyEqual> streams_;
+};
 
 // The verdict for a pending flow that showed `identity`, with what `bindings` know now: whether its address is
 // bound to the name it shows, or, when it shows none, the names its address is bound to (decide_pending_flow,

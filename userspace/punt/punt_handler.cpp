@@ -26,6 +26,8 @@ constexpr uint64_t kDecidedMemoryNs = 10'000'000'000ULL;
 // Largest client prefix kept per TCP flow: a 16 KiB ClientHello in records, or an 8 KiB request head.
 constexpr uint32_t kStreamLimit = 20 * 1024;
 constexpr size_t kMaxErrors = 16;
+// A DNS-over-TCP connection's answers are forgotten this long after its last segment.
+constexpr uint64_t kAnswerStreamIdleNs = 30'000'000'000ULL;
 
 using dataplane::address_of;
 using dataplane::payload_of;
@@ -43,19 +45,6 @@ bool seq_before(uint32_t a, uint32_t b) {
 }
 
 }  // namespace
-
-size_t PuntHandler::KeyHash::operator()(const pc_flow_key& key) const noexcept {
-  // FNV-1a over the key's bytes (the layout zeroes its padding).
-  const auto* bytes = reinterpret_cast<const uint8_t*>(&key);
-  uint64_t hash = 14695981039346656037ULL;
-  for (size_t i = 0; i < sizeof(key); ++i) hash = (hash ^ bytes[i]) * 1099511628211ULL;
-  return static_cast<size_t>(hash);
-}
-
-bool PuntHandler::KeyEqual::operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept {
-  // The key's padding is zeroed wherever one is made (pc_flow_key_fill), as the kernel's hash needs too.
-  return std::memcmp(&a, &b, sizeof(a)) == 0;  // NOLINT(bugprone-suspicious-memory-comparison)
-}
 
 PuntHandler::PuntHandler(int punts_fd, int flows_fd, int punt_config_fd, policy::Mode mode, PuntSettings settings,
                          Logger logger)
@@ -138,29 +127,9 @@ bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
 // DNS over TCP: the answer direction's bytes are put back in order, and every whole message in them is read.
 // Bounded: a connection's first 64 KiB of answers, and a connection quiet for 30 s is forgotten.
 void PuntHandler::learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame) {
-  pc_flow_key key{};
-  uint8_t direction = 0;
-  const std::optional<uint32_t> seq = tcp_seq(pkt, frame);
-  if (pc_flow_key_from_packet(&pkt, &key, &direction) < 0 || !seq) {
-    ++stats_.dns_malformed;
-    return;
-  }
-  const std::span<const uint8_t> payload = payload_of(pkt, frame);
-  if (payload.empty()) return;
-  AnswerStream& answers = answer_streams_[key];
-  answers.last_ns = monotonic_ns();
-  if (!answers.stream) answers.stream.emplace(*seq, parsers::TcpStreamPrefix::kDefaultLimit);
-  answers.stream->add_segment(*seq, payload);
-  const std::span<const uint8_t> bytes = answers.stream->contiguous();
-  const policy::IpAddress client = address_of(pkt.dst, pkt.family);
-  while (answers.consumed + 2 <= bytes.size()) {
-    const size_t length = size_t{bytes[answers.consumed]} << 8 | bytes[answers.consumed + 1];
-    if (answers.consumed + 2 + length > bytes.size()) break;
-    const std::optional<size_t> made =
-        learn_from_message(bindings_, *policy_, bytes.subspan(answers.consumed + 2, length), client, answers.last_ns);
-    ++(made ? stats_.dns_answers : stats_.dns_malformed);
-    answers.consumed += 2 + length;
-  }
+  const DnsTcpAnswers::Learned learned = tcp_answers_.add(bindings_, *policy_, pkt, frame, monotonic_ns());
+  stats_.dns_answers += learned.answers;
+  stats_.dns_malformed += learned.malformed + (learned.unreadable ? 1 : 0);
   stats_.dns_bindings = bindings_.size();
 }
 
@@ -560,7 +529,7 @@ void PuntHandler::tick() {
   std::erase_if(decided_, [now](const auto& entry) { return entry.second.forget_ns <= now; });
   bindings_.expire(now);
   stats_.dns_bindings = bindings_.size();
-  std::erase_if(answer_streams_, [now](const auto& entry) { return entry.second.last_ns + 30'000'000'000ULL <= now; });
+  if (now > kAnswerStreamIdleNs) tcp_answers_.expire(now - kAnswerStreamIdleNs);
 }
 
 void PuntHandler::write_config(uint64_t now) {

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/flow_key_hash.h"
 #include "parsers/quic_initial.h"
 #include "parsers/tcp_stream_prefix.h"
 #include "policy/compiled_policy.h"
@@ -145,23 +146,13 @@ class PuntHandler {
     bool allow = false;
     uint64_t forget_ns = 0;
   };
-  // A DNS-over-TCP answer direction, read message by message (each behind its 2-byte length).
-  struct AnswerStream {
-    std::optional<parsers::TcpStreamPrefix> stream;
-    size_t consumed = 0;  // stream bytes of the messages read so far
-    uint64_t last_ns = 0;
-  };
   struct Draining {
     uint32_t rule_id = 0;
     uint32_t generation = 0;
     uint32_t reason = PC_DROP_NONE;  // kept in the entry once allowed: PC_DROP_EXPECTED marks FTP data
   };
-  struct KeyHash {
-    size_t operator()(const pc_flow_key& key) const noexcept;
-  };
-  struct KeyEqual {
-    bool operator()(const pc_flow_key& a, const pc_flow_key& b) const noexcept;
-  };
+  using KeyHash = dataplane::FlowKeyHash;
+  using KeyEqual = dataplane::FlowKeyEqual;
 
   static int on_sample(void* context, void* data, size_t size);
   void on_frame(const pc_punt_header& header, std::span<const uint8_t> frame);
@@ -202,7 +193,7 @@ class PuntHandler {
   std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;
   std::unordered_map<pc_flow_key, Decided, KeyHash, KeyEqual> decided_;
   std::unordered_map<pc_flow_key, Draining, KeyHash, KeyEqual> draining_;  // allowed, frames still coming
-  std::unordered_map<pc_flow_key, AnswerStream, KeyHash, KeyEqual> answer_streams_;
+  DnsTcpAnswers tcp_answers_;
   PuntStats stats_;
   std::vector<std::string> errors_;  // the last few, for the log
 };

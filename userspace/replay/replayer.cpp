@@ -151,10 +151,13 @@ class Replayer::Capture {
     ++flow.report.packets;
     flow.report.bytes += packet.wire_length;
     if (!from_initiator) {
-      // A DNS answer binds names to addresses, as the data plane's copy of it does live.
+      // A DNS answer binds names to addresses, as the data plane's copy of it does live: over UDP one per
+      // datagram, over TCP message by message as the stream completes them.
       if (pkt.sport == PC_DNS_PORT && pkt.proto == kUdp && outcome.passed) {
         (void)punt::learn_from_message(bindings_, *owner_.policy_, payload_of(pkt, frame),
                                        address_of(pkt.dst, pkt.family), now_);
+      } else if (pkt.sport == PC_DNS_PORT && pkt.proto == kTcp && outcome.passed) {
+        (void)tcp_answers_.add(bindings_, *owner_.policy_, pkt, frame, now_);
       }
       return;
     }
@@ -359,6 +362,7 @@ class Replayer::Capture {
   std::string name_;
   ReplayDataPlane& path_;
   punt::DnsBindings bindings_;
+  punt::DnsTcpAnswers tcp_answers_;
   parsers::QuicInitialDecryptor decryptor_;
   static constexpr uint32_t kPassed = 0xfffffffe;   // fates_: a packet of no flow, passed
   static constexpr uint32_t kDropped = 0xffffffff;  // ... dropped

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "policy/policy_loader.h"
+#include "portcullis/parse.h"
 #include "support/packet_builder.h"
 
 namespace portcullis::punt {
@@ -55,6 +56,48 @@ const test::Bytes kAliasAnswer = {
     0x03, 'c',  'd',  'n',  0x04, 't',  'e',  's',  't',  0x00,              //   cdn.test
     0xc0, 0x28, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04,  // cdn.test A, rdlength 4
     198,  18,   0,    10};
+
+TEST(DnsTcpAnswers, AnswersOverTcpBindAsTheirMessagesComplete) {
+  policy::LoadResult loaded = policy::load_policy(R"(version: 1
+dns: {resolvers: [198.18.0.53], min_ttl: 30}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)",
+                                                  "test.yaml");
+  ASSERT_TRUE(loaded.policy.has_value());
+  const auto policy = policy::compile_policy(std::move(*loaded.policy));
+  // Two answers in one stream, each behind its length: the first split across segments, the second pipelined
+  // behind it. (The stream starts at the first segment with data: the handshake is not copied to the daemon.)
+  test::Bytes stream = {0x00, static_cast<uint8_t>(kAliasAnswer.size())};
+  stream.insert(stream.end(), kAliasAnswer.begin(), kAliasAnswer.end());
+  stream.insert(stream.end(), stream.begin(), stream.end());
+  const auto segment = [](uint32_t seq, test::Bytes payload) {
+    return test::PacketBuilder()
+        .ipv4({.src = test::ipv4_address("198.18.0.53"), .dst = test::ipv4_address("10.88.1.2")})
+        .tcp({.sport = 53, .dport = 40000, .flags = test::kTcpAck | test::kTcpPsh, .seq = seq, .payload = payload})
+        .frame();
+  };
+  const size_t cut = 20;
+  const test::Bytes head(stream.begin(), stream.begin() + cut);
+  const test::Bytes tail(stream.begin() + cut, stream.end());
+  DnsBindings bindings;
+  DnsTcpAnswers answers;
+  const auto add = [&](const test::Bytes& frame) {
+    pc_packet pkt{};
+    EXPECT_EQ(pc_parse_packet(frame.data(), frame.data() + frame.size(), &pkt), PC_DROP_NONE);
+    return answers.add(bindings, *policy, pkt, frame, 0);
+  };
+  EXPECT_EQ(add(segment(1000, head)).answers, 0u) << "a message cut short reads nothing yet";
+  EXPECT_EQ(bindings.size(), 0u);
+  const DnsTcpAnswers::Learned whole = add(segment(1000 + cut, tail));
+  EXPECT_EQ(whole.answers, 2u);
+  EXPECT_EQ(whole.malformed, 0u);
+  EXPECT_TRUE(bindings.bound(0, "alias.test", policy::IpAddress::v4(0xc612000a), 1));
+  EXPECT_TRUE(bindings.bound(0, "cdn.test", policy::IpAddress::v4(0xc612000a), 1));
+  EXPECT_EQ(add(segment(1000, head)).answers, 0u) << "a retransmission reads nothing twice";
+  answers.expire(1);
+  EXPECT_EQ(add(segment(5000, stream)).answers, 2u) << "a stream forgotten starts afresh at its next segment";
+}
 
 TEST(LearnFromAnswer, AnAnswerBindsEveryNameOfItsChainForTheClientsGroup) {
   policy::LoadResult loaded = policy::load_policy(R"(version: 1
