@@ -183,14 +183,13 @@ void FtpDataConnections::on_expectation(ExpectationListener::Event event, const 
   const pc_expect_key key = expect_key_of(seen_by_data_plane(expectation));
   const std::vector<uint8_t> id = bytes_of(key);
   const uint64_t now = punt::monotonic_ns();
-  // Forget what was destroyed long enough ago that no SYN it let through can still be on its way.
-  std::erase_if(mirrored_, [now](const auto& entry) {
-    return entry.second.destroyed_ns != 0 && entry.second.destroyed_ns + kDestroyedGraceNs < now;
-  });
+  forget_destroyed(now);
   if (event == ExpectationListener::Event::destroyed) {
+    // The copy stays a few seconds: where the kernel's conntrack meets a data connection before the data plane
+    // does (host mode's output, a masquerading gateway's prerouting), the connection's SYN consumed the
+    // expectation on its way to the data plane, and its retransmission must still find the copy.
     const auto found = mirrored_.find(id);
     if (found == mirrored_.end() || !(found->second.master == expectation.master)) return;
-    (void)bpf_map_delete_elem(expects_fd_, &key);
     found->second.destroyed_ns = now;
     return;
   }
@@ -211,6 +210,19 @@ void FtpDataConnections::on_expectation(ExpectationListener::Event event, const 
   }
   mirrored_[id] = Mirrored{expectation.master, 0};
   ++stats_.mirrored;
+}
+
+void FtpDataConnections::forget_destroyed(uint64_t now_ns) {
+  for (auto it = mirrored_.begin(); it != mirrored_.end();) {
+    if (it->second.destroyed_ns == 0 || it->second.destroyed_ns + kDestroyedGraceNs >= now_ns) {
+      ++it;
+      continue;
+    }
+    pc_expect_key key{};
+    std::memcpy(&key, it->first.data(), sizeof(key));
+    (void)bpf_map_delete_elem(expects_fd_, &key);
+    it = mirrored_.erase(it);
+  }
 }
 
 void FtpDataConnections::on_bound(std::optional<size_t> group, const std::vector<std::string>& names,
@@ -249,6 +261,7 @@ void FtpDataConnections::on_verdict(const pc_verdict_event& event) {
 }
 
 void FtpDataConnections::refresh_peers(const FlowTable& flows) {
+  forget_destroyed(punt::monotonic_ns());
   std::map<std::vector<uint8_t>, std::pair<pc_ftp_peer_key, pc_ftp_peer>> now;
   flows.for_each([&](const TrackedFlow& flow) {
     if (flow.key.proto != kTcp || !allowed(flow.data.verdict) || flow.data.generation != generation_ ||

@@ -87,6 +87,8 @@ class FtpDataConnections {
  private:
   void on_expectation(ExpectationListener::Event event, const Expectation& expectation);
   bool table_exists();
+  // Drops the copies of expectations the kernel destroyed more than a few seconds ago.
+  void forget_destroyed(uint64_t now_ns);
   // The allowed ftp control connection `master` names, as the data plane holds it; nullopt when there is none.
   std::optional<pc_flow> allowed_control(const ConntrackTuple& master) const;
   void error(std::string message);
@@ -102,8 +104,9 @@ class FtpDataConnections {
   std::vector<size_t> rule_of_entry_;  // per ftp_rules entry of the applied spec: the policy rule
   std::unique_ptr<ExpectationListener> listener_;
   // The mirrored expectations by their data plane key, with their control connection. One the kernel has
-  // destroyed stays here a few seconds for resolve(): in host mode the kernel's conntrack sees a data
-  // connection's SYN (at output, consuming the expectation) before the data plane does (at egress).
+  // destroyed stays a few seconds, here and in the data plane: in host mode (output) and behind NAT
+  // (prerouting) the kernel's conntrack sees a data connection's SYN, consuming the expectation, before the
+  // data plane does.
   struct Mirrored {
     ConntrackTuple master;
     uint64_t destroyed_ns = 0;  // 0 while the kernel still expects it
