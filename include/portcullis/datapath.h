@@ -313,7 +313,7 @@ static __always_inline void pc_flow_init(struct pc_flow *flow, const struct pc_d
 
 /* A TCP connection no rule allows may be the data connection an FTP control connection announced: allowed
  * once by its expectation, as the control connection's rule; held for the daemon when it is between FTP peers
- * and no expectation is here (yet). `opener` and `other` are the SYN's source and destination. Returns 1 with
+ * (the SYN's source the client, its destination the server) and no expectation is here yet. Returns 1 with
  * `decision` changed when FTP decides. */
 static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_decision *decision, __u32 *scope)
 {

@@ -42,7 +42,7 @@ PC_STATIC_ASSERT(sizeof(struct pc_ftp_peer_key) == 40, "pc_ftp_peer_key layout i
 
 struct pc_ftp_peer {
 	__u32 control_flows; /* open control connections between the two */
-	__u32 scope;
+	__u32 pad;
 };
 PC_STATIC_ASSERT(sizeof(struct pc_ftp_peer) == 8, "pc_ftp_peer layout is shared with BPF");
 

@@ -465,7 +465,7 @@ class KernelFtpDataPath : public KernelDataPath {
 
   void record_ftp_peers(const char* client, const char* server, uint32_t control_flows) {
     const pc_ftp_peer_key key = ftp_peer_key(client, server);
-    const pc_ftp_peer peer{.control_flows = control_flows, .scope = control_.scope};
+    const pc_ftp_peer peer{.control_flows = control_flows, .pad = 0};
     ASSERT_EQ(bpf_map_update_elem(objects_->ftp_peers_map(), &key, &peer, BPF_ANY), 0) << strerror(errno);
   }
 

@@ -12,21 +12,11 @@ src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
 build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR}
 mode=${3:-gateway}
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: needs root (network namespaces, BPF, nftables)"
-  exit 77
-fi
-for tool in ip socat curl setsid timeout nsenter vsftpd nft jq; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool is missing (scripts/setup installs it)"
-    exit 77
-  fi
-done
-
 # shellcheck source=lib/topology.sh
 . "$src_dir/test/e2e/lib/topology.sh"
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
+topo_skip_unless_ready ip socat curl setsid timeout nsenter vsftpd nft jq
 PC_BIN=$build_dir/userspace/portcullis
 policies=$src_dir/test/e2e/policies
 pc_trap

@@ -7,21 +7,11 @@ set -euo pipefail
 src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
 build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR}
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: needs root (network namespaces, BPF)"
-  exit 77
-fi
-for tool in ip ss socat nc ping setsid timeout nsenter tc bpftool; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool is missing (scripts/setup installs it)"
-    exit 77
-  fi
-done
-
 # shellcheck source=lib/topology.sh
 . "$src_dir/test/e2e/lib/topology.sh"
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
+topo_skip_unless_ready ip ss socat nc ping setsid timeout nsenter tc bpftool
 PC_BIN=$build_dir/userspace/portcullis
 PC_TCX_PROGRAMS=$build_dir/test/portcullis_tcx_programs
 [ -x "$PC_TCX_PROGRAMS" ] || { echo "FAIL: $PC_TCX_PROGRAMS is not built"; exit 1; }

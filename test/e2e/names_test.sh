@@ -11,21 +11,11 @@ src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR gateway|host}
 build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR gateway|host}
 mode=${3:?usage: $0 SOURCE_DIR BUILD_DIR gateway|host}
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: needs root (network namespaces, BPF)"
-  exit 77
-fi
-for tool in ip socat openssl curl setsid timeout nsenter gtlsserver gtlsclient; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool is missing (scripts/setup installs it)"
-    exit 77
-  fi
-done
-
 # shellcheck source=lib/topology.sh
 . "$src_dir/test/e2e/lib/topology.sh"
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
+topo_skip_unless_ready ip socat openssl curl setsid timeout nsenter gtlsserver gtlsclient
 PC_BIN=$build_dir/userspace/portcullis
 split_client=$build_dir/test/portcullis_tls_split_client
 [ -x "$split_client" ] || { echo "FAIL: $split_client is not built"; exit 1; }

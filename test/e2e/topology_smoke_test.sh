@@ -7,19 +7,9 @@ set -euo pipefail
 src_dir=${1:?usage: $0 SOURCE_DIR [BUILD_DIR]}
 # BUILD_DIR ($2) is not needed yet: no portcullis binary takes part in this test.
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIP: needs root (network namespaces)"
-  exit 77
-fi
-for tool in ip ss socat nc ping curl setsid timeout dd; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool is missing (scripts/setup installs it)"
-    exit 77
-  fi
-done
-
 # shellcheck source=SCRIPTDIR/lib/topology.sh
 . "$src_dir/test/e2e/lib/topology.sh"
+topo_skip_unless_ready ip ss socat nc ping curl setsid timeout dd
 topo_trap
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }

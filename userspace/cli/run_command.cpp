@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -276,8 +277,7 @@ class RunCommand {
     if (std::string problem = ftp_->set_policy(compiled, generation_); !problem.empty()) {
       throw std::runtime_error(problem);
     }
-    punt_->resolve_expectations(
-        [this](const punt::PendingFlowFacts& facts, uint16_t sport) { return ftp_->resolve(facts, sport); });
+    punt_->resolve_expectations([this](const punt::PendingFlowFacts& facts) { return ftp_->resolve(facts); });
     punt_->observe_bindings([this](std::optional<size_t> group, const std::vector<std::string>& names,
                                    const policy::IpAddress& address,
                                    uint32_t ttl) { ftp_->on_bound(group, names, address, ttl); });
@@ -647,8 +647,8 @@ class RunCommand {
       if (!problem.empty()) line["problem"] = problem;
       write_verdict(line);
     };
-    // The two ends of each FTP control connection that stays.
-    std::set<std::pair<std::string, std::string>> ftp_peers;
+    // The two ends of each FTP control connection that stays, with its rule under the new policy.
+    std::map<std::pair<std::string, std::string>, uint32_t> ftp_controls;
     const auto ends = [](const conntrack::TrackedFlow& flow) {
       const std::string a = flow.src().to_string(), b = flow.dst().to_string();
       return a < b ? std::pair{a, b} : std::pair{b, a};
@@ -662,23 +662,16 @@ class RunCommand {
         return cut(flow, judged.rule_id, pc_drop_reason_name(static_cast<pc_drop_reason>(judged.reason)));
       counts.unverifiable += judged.unverifiable ? 1 : 0;
       keep(flow, judged.rule_id);
-      if (flow.key.proto == 6 && conntrack::is_ftp_allow_rule(compiled, judged.rule_id)) ftp_peers.insert(ends(flow));
+      if (flow.key.proto == 6 && conntrack::is_ftp_allow_rule(compiled, judged.rule_id)) {
+        ftp_controls.emplace(ends(flow), judged.rule_id);
+      }
     });
     flows_.for_each([&](conntrack::TrackedFlow& flow) {
       if (!open(flow) || flow.data.reason != PC_DROP_EXPECTED) return;
       ++counts.checked;
-      // Its rule: the rule of the control connection that stays, under the new policy.
-      uint32_t rule_id = PC_RULE_NONE;
-      flows_.for_each([&](const conntrack::TrackedFlow& control) {
-        if (rule_id == PC_RULE_NONE && control.data.reason != PC_DROP_EXPECTED &&
-            control.data.generation == generation_ && conntrack::is_ftp_allow_rule(compiled, control.data.rule_id) &&
-            ends(control) == ends(flow)) {
-          rule_id = control.data.rule_id;
-        }
-      });
-      if (ftp_peers.count(ends(flow)) == 0 || rule_id == PC_RULE_NONE)
-        return cut(flow, PC_RULE_NONE, "control-connection");
-      keep(flow, rule_id);
+      const auto control = ftp_controls.find(ends(flow));
+      if (control == ftp_controls.end()) return cut(flow, PC_RULE_NONE, "control-connection");
+      keep(flow, control->second);
     });
     return counts;
   }

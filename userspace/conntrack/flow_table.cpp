@@ -127,11 +127,12 @@ uint32_t timeout_seconds(const Timeouts& timeouts, FlowState state, uint8_t prot
   return timeouts.udp;
 }
 
-pc_flow_key key_of(const pc_verdict_event& event) {
+pc_flow_key key_of(const pc_verdict_event& event, uint8_t* initiator) {
   pc_flow_key key{};
   uint8_t direction = 0;
   const uint16_t dport = is_icmp(event.proto) ? event.sport : event.dport;
   pc_flow_key_fill(&key, event.family, event.proto, &event.src, event.sport, &event.dst, dport, &direction);
+  if (initiator != nullptr) *initiator = direction;
   return key;
 }
 
@@ -163,7 +164,8 @@ policy::IpAddress TrackedFlow::dst() const {
 }
 
 TrackedFlow& FlowTable::upsert(const pc_verdict_event& event) {
-  const pc_flow_key key = key_of(event);
+  uint8_t initiator = 0;
+  const pc_flow_key key = key_of(event, &initiator);
   TrackedFlow& flow = flows_[key];
   if (flow.key.family == 0 || flow.event.timestamp_ns != event.timestamp_ns) {
     // New, or a new flow on the same addresses and ports: what was known of the old one no longer holds.
@@ -171,11 +173,7 @@ TrackedFlow& FlowTable::upsert(const pc_verdict_event& event) {
     flow.key = key;
     flow.data.first_seen_ns = event.timestamp_ns;
     flow.data.last_seen_ns = event.timestamp_ns;
-    uint8_t direction = 0;
-    pc_flow_key ignored{};
-    pc_flow_key_fill(&ignored, event.family, event.proto, &event.src, event.sport, &event.dst,
-                     is_icmp(event.proto) ? event.sport : event.dport, &direction);
-    flow.data.initiator = direction;
+    flow.data.initiator = initiator;
   }
   flow.event = event;
   flow.adopted = false;

@@ -80,8 +80,9 @@ struct TrackedFlow {
 using dataplane::FlowKeyEqual;
 using dataplane::FlowKeyHash;
 
-// The key of the flow `event` describes (ICMP echo flows are keyed by their identifier on both sides).
-pc_flow_key key_of(const pc_verdict_event& event);
+// The key of the flow `event` describes (ICMP echo flows are keyed by their identifier on both sides), and
+// which side of it the initiator is.
+pc_flow_key key_of(const pc_verdict_event& event, uint8_t* initiator = nullptr);
 
 class FlowTable {
  public:

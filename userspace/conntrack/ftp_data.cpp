@@ -183,7 +183,6 @@ void FtpDataConnections::on_expectation(ExpectationListener::Event event, const 
   const pc_expect_key key = expect_key_of(seen_by_data_plane(expectation));
   const std::vector<uint8_t> id = bytes_of(key);
   const uint64_t now = punt::monotonic_ns();
-  forget_destroyed(now);
   if (event == ExpectationListener::Event::destroyed) {
     // The copy stays a few seconds: where the kernel's conntrack meets a data connection before the data plane
     // does (host mode's output, a masquerading gateway's prerouting), the connection's SYN consumed the
@@ -252,7 +251,7 @@ void FtpDataConnections::on_verdict(const pc_verdict_event& event) {
   key.client = event.src;
   key.server = event.dst;
   key.family = event.family;
-  const pc_ftp_peer value{1, event.scope};
+  const pc_ftp_peer value{1, 0};
   if (bpf_map_update_elem(peers_fd_, &key, &value, BPF_ANY) != 0) {
     error(std::string("cannot record FTP peers: ") + std::strerror(errno));
     return;
@@ -275,7 +274,6 @@ void FtpDataConnections::refresh_peers(const FlowTable& flows) {
     auto& [stored_key, value] = now[bytes_of(key)];
     stored_key = key;
     value.control_flows += 1;
-    value.scope = flow.data.scope;
   });
   for (const std::vector<uint8_t>& id : peers_) {
     if (now.count(id) != 0) continue;
@@ -289,8 +287,7 @@ void FtpDataConnections::refresh_peers(const FlowTable& flows) {
   }
 }
 
-std::optional<punt::PuntHandler::ExpectedConnection> FtpDataConnections::resolve(const punt::PendingFlowFacts& facts,
-                                                                                 uint16_t /*sport*/) {
+std::optional<punt::PuntHandler::ExpectedConnection> FtpDataConnections::resolve(const punt::PendingFlowFacts& facts) {
   if (!listener_) return std::nullopt;
   on_readable();  // what the kernel reported meanwhile
   ConntrackTuple wanted;

@@ -70,9 +70,9 @@ class FtpDataConnections {
   void on_verdict(const pc_verdict_event& event);
   // The peers of the control connections `flows` holds now; the others are forgotten.
   void refresh_peers(const FlowTable& flows);
-  // Whether the connection held from its SYN (`facts`, source port `sport`) is one a control connection
-  // announced: the kernel is asked when no mirrored expectation covers it.
-  std::optional<punt::PuntHandler::ExpectedConnection> resolve(const punt::PendingFlowFacts& facts, uint16_t sport);
+  // Whether the connection held from its SYN (`facts`) is one a control connection announced: the kernel is
+  // asked when no mirrored expectation covers it. (Expectations leave the source port free.)
+  std::optional<punt::PuntHandler::ExpectedConnection> resolve(const punt::PendingFlowFacts& facts);
   // A control connection was cut: its expectations go, in the kernel and here.
   std::string forget_control(const pc_verdict_event& control);
 
@@ -87,7 +87,7 @@ class FtpDataConnections {
  private:
   void on_expectation(ExpectationListener::Event event, const Expectation& expectation);
   bool table_exists();
-  // Drops the copies of expectations the kernel destroyed more than a few seconds ago.
+  // Drops the copies of expectations the kernel destroyed more than a few seconds ago (at each refresh_peers).
   void forget_destroyed(uint64_t now_ns);
   // The allowed ftp control connection `master` names, as the data plane holds it; nullopt when there is none.
   std::optional<pc_flow> allowed_control(const ConntrackTuple& master) const;

@@ -291,7 +291,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     // whether a control connection announced it. (Other SYNs come here only with data: TCP Fast Open.)
     pc_flow state{};
     if (bpf_map_lookup_elem(flows_fd_, &key, &state) == 0 && state.reason == PC_DROP_AWAITS_EXPECTATION) {
-      return decide_expected(key, flow, pkt);
+      return decide_expected(key, flow);
     }
   }
 
@@ -376,13 +376,13 @@ void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowId
   forget(key, true);
 }
 
-void PuntHandler::decide_expected(const pc_flow_key& key, PendingFlow& flow, const pc_packet& pkt) {
+void PuntHandler::decide_expected(const pc_flow_key& key, PendingFlow& flow) {
   FlowIdentity identity;
   identity.state = FlowIdentity::State::identified;
   identity.l7 = policy::L7Proto::ftp;
   identity.detail = "data connection";
   const std::optional<ExpectedConnection> expected =
-      expectation_resolver_ ? expectation_resolver_(flow.facts, pkt.sport) : std::nullopt;
+      expectation_resolver_ ? expectation_resolver_(flow.facts) : std::nullopt;
   if (!expected) return deny(key, flow, PC_DROP_NO_EXPECTATION, identity);
   flow.event.scope = expected->scope;
   install(key, flow, PC_VERDICT_DRAINING, PC_DROP_EXPECTED, expected->rule_id);

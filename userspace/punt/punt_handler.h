@@ -102,13 +102,12 @@ class PuntHandler {
   void capture_denied(DeniedFrameSink sink) { denied_sink_ = std::move(sink); }
   // Decides the connections the data plane holds from their SYN as possible FTP data connections
   // (PC_DROP_AWAITS_EXPECTATION): the expected connection's rule and scope when a control connection announced
-  // it (the opener's facts and source port), nullopt to deny. Without a resolver they are denied.
+  // it (the opener's facts), nullopt to deny. Without a resolver they are denied.
   struct ExpectedConnection {
     uint32_t rule_id = PC_RULE_NONE;
     uint32_t scope = 0;
   };
-  using ExpectationResolver =
-      std::function<std::optional<ExpectedConnection>(const PendingFlowFacts& facts, uint16_t sport)>;
+  using ExpectationResolver = std::function<std::optional<ExpectedConnection>(const PendingFlowFacts& facts)>;
   void resolve_expectations(ExpectationResolver resolver) { expectation_resolver_ = std::move(resolver); }
   void observe_bindings(DnsBindings::Observer observer) { bindings_.observe(std::move(observer)); }
   const DnsBindings& bindings() const { return bindings_; }
@@ -165,7 +164,7 @@ class PuntHandler {
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
   bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
   void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);
-  void decide_expected(const pc_flow_key& key, PendingFlow& flow, const pc_packet& pkt);
+  void decide_expected(const pc_flow_key& key, PendingFlow& flow);
   void deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,
             uint32_t rule_id = PC_RULE_NONE);
   void install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id);
