@@ -4,8 +4,8 @@
  *                       first packets of pending flows are punted to the daemon and held.
  *   portcullis_outside  gateway: ingress of the outside interfaces; host: ingress of the uplinks.
  *                       Replies of known flows; host mode also admits flows started from outside.
- *   portcullis_reinject gateway: egress of the inside interfaces. Frames the daemon sends back (punt.h)
- *                       turn round into the interface's ingress; everything else passes.
+ *   portcullis_reinject gateway: egress of the inside and outside interfaces. Frames the daemon sends back
+ *                       (punt.h) turn round into the interface's ingress; everything else passes.
  * The logic is in include/portcullis/datapath.h, shared with userspace; this file only adapts the skb. */
 #include "portcullis/compat.h"
 #include <linux/pkt_cls.h>
@@ -38,7 +38,7 @@ static __always_inline int pc_capture_denied(const struct pc_packet *pkt)
 
 	if (!config || !(config->flags & PC_PUNT_CAPTURE_DENIED))
 		return 0;
-	bucket = pc_state_punt_bucket(pkt);
+	bucket = pc_state_punt_bucket(&pkt->src);
 	return bucket && pc_punt_bucket_take(bucket, config, bpf_ktime_get_ns());
 }
 
@@ -181,8 +181,18 @@ int portcullis_outside(struct __sk_buff *skb)
 	/* A gateway that masquerades sees its sandboxes' flows un-NATed only on the inside: there this program
 	 * runs at egress, in place of portcullis_reinject, and turns the daemon's reinjected frames round as it
 	 * would. */
-	if (skb->ingress_ifindex != ifindex && (skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK))
+	const int egress = skb->ingress_ifindex != ifindex;
+	const __u32 gso = (skb->gso_segs << 16) | (skb->gso_size & 0xffff);
+
+	if (egress && (skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK))
 		return bpf_redirect(ifindex, BPF_F_INGRESS);
+	/* A held DNS answer the daemon released (gateway): portcullis_reinject turned it round at this
+	 * interface's egress, and it goes on as if it had just arrived. */
+	if (!egress && skb->mark == PC_REINJECT_MARK) {
+		skb->mark = 0;
+		pc_state_count(PC_COUNTER_REINJECTED);
+		return TC_ACT_OK;
+	}
 
 	/* A reject portcullis_inside sent up the stack (host mode). Marks never arrive from the wire: the
 	 * kernel clears them when a packet crosses into another network namespace or comes from a device. */
@@ -198,10 +208,12 @@ int portcullis_outside(struct __sk_buff *skb)
 	}
 	struct pc_outcome out = pc_datapath_outside(&pkt, len);
 
-	if (out.action == PC_MIRROR) {
-		/* A copy for the daemon; the answer goes on whether or not the ring had room. */
-		pc_tc_punt(skb, len, ifindex, PC_PUNT_ANSWER, 0);
-		return TC_ACT_OK;
+	if (out.action == PC_HOLD_ANSWER) {
+		reason = pc_tc_punt(skb, len, ifindex, egress ? PC_PUNT_ANSWER_EGRESS : PC_PUNT_ANSWER, gso);
+		if (reason == PC_DROP_NONE)
+			return pc_tc_steal();
+		pc_state_count(reason);
+		return TC_ACT_SHOT;
 	}
 	return out.action == PC_PASS ? TC_ACT_OK : TC_ACT_SHOT;
 }

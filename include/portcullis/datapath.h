@@ -21,16 +21,19 @@
  *   void pc_state_emit_verdict(const struct pc_packet *pkt, const struct pc_flow *flow);  with pc_verdict_event_fill
  *   __u64 pc_state_now_ns(void);
  *   const struct pc_punt_config *pc_state_punt_config(void);          null: no daemon configured punts
- *   struct pc_punt_bucket *pc_state_punt_bucket(const struct pc_packet *pkt);  the source's, created full
+ *   struct pc_punt_bucket *pc_state_punt_bucket(const union pc_addr *owner);   the address's, created full
  *   struct pc_expect *pc_state_expect_lookup(const struct pc_expect_key *key);   FTP data connections (expect.h)
  *   int pc_state_expect_delete(const struct pc_expect_key *key);            0 when this call deleted it
  *   const struct pc_ftp_peer *pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key *key);
+ *   const struct pc_bound_name *pc_state_bound_name_lookup(const struct pc_bound_key *key);  (bound_names.h)
  *
  * A pending flow's packets come back as PC_PUNT: the build copies the frame to the daemon and holds it
- * (punt.h); when it cannot, it calls pc_punt_failed, which denies the flow. */
+ * (punt.h); when it cannot, it calls pc_punt_failed, which denies the flow. A DNS answer comes back as
+ * PC_HOLD_ANSWER: the build copies it to the daemon and holds it, and drops it when it cannot. */
 #ifndef PORTCULLIS_DATAPATH_H
 #define PORTCULLIS_DATAPATH_H
 
+#include "portcullis/bound_names.h"
 #include "portcullis/classify.h"
 #include "portcullis/compat.h"
 #include "portcullis/drop_reasons.h"
@@ -45,7 +48,8 @@ enum pc_action_kind {
 	PC_DROP = 1,
 	PC_REJECT = 2, /* drop, and answer with a TCP RST or an ICMP administratively-prohibited */
 	PC_PUNT = 3,   /* copy the frame to the daemon and hold it: the flow waits for its name */
-	PC_MIRROR = 4, /* pass, and copy the frame to the daemon (a DNS answer: it learns bindings) */
+	PC_HOLD_ANSWER = 4, /* a DNS answer: copy the frame to the daemon and hold it; it learns what the answer
+			     * binds, then sends it on */
 };
 
 struct pc_outcome {
@@ -262,9 +266,10 @@ static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet 
 	struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 	__u64 now;
 
-	/* A connection that may be an FTP data connection is held from its SYN: the daemon asks the kernel. */
+	/* A connection that may be an FTP data connection is held from its SYN, and the daemon asks the kernel;
+	 * so is one to an address bound to a name a deny rule names, which the daemon decides from the binding. */
 	if (pkt->proto == 6 && pkt->payload_len == 0 && flow->held_bytes == 0 &&
-	    flow->reason != PC_DROP_AWAITS_EXPECTATION)
+	    flow->reason != PC_DROP_AWAITS_EXPECTATION && flow->reason != PC_DROP_BOUND_NAME)
 		return pc_pass();
 	punt = pc_state_punt_config();
 	now = pc_state_now_ns();
@@ -274,7 +279,7 @@ static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet 
 		return pc_deny_pending(pkt, flow, PC_DROP_PUNT_TOO_LARGE);
 	if (flow->held_bytes + len > punt->flow_hold_bytes)
 		return pc_deny_pending(pkt, flow, PC_DROP_HOLD_LIMIT);
-	bucket = pc_state_punt_bucket(pkt);
+	bucket = pc_state_punt_bucket(&pkt->src);
 	if (!bucket || !pc_punt_bucket_take(bucket, punt, now))
 		return pc_deny_pending(pkt, flow, PC_DROP_PUNT_RATE);
 	flow->held_bytes += len;
@@ -366,6 +371,24 @@ static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_de
 	return 1;
 }
 
+/* Whether DNS bound the destination, for the source's scope, to a name that a deny rule of the flow's protocol
+ * names (bound_names.h). A global function: its key stays off the new-flow path's stack. */
+PC_SUBPROG int pc_bound_to_denied_name(const struct pc_packet *pkt, __u32 scope)
+{
+	struct pc_bound_key key;
+	const struct pc_bound_name *bound;
+
+	if (!pkt)
+		return 0;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.addr = pkt->dst;
+	key.scope = scope;
+	key.family = pkt->family;
+	bound = pc_state_bound_name_lookup(&key);
+	return bound && (bound->l4_mask & pc_l4_bit_of(pkt->family, pkt->proto)) &&
+	       pc_state_now_ns() <= bound->expires_ns;
+}
+
 static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_packet *pkt, const struct pc_flow_key *key,
 							    __u8 direction, __u32 len)
 {
@@ -385,6 +408,11 @@ static __always_inline struct pc_outcome pc_new_flow_decide(const struct pc_pack
 	/* Only what nothing else decides: a rule's deny stands, and a flow pending its name waits for it. */
 	if (decision.verdict == PC_VERDICT_DENY && decision.reason == PC_DROP_DENIED_BY_DEFAULT)
 		pc_ftp_data(pkt, &decision, &scope);
+	else if (decision.verdict == PC_VERDICT_ALLOW && pc_bound_to_denied_name(pkt, scope)) {
+		decision.verdict = PC_VERDICT_PENDING;
+		decision.reason = PC_DROP_BOUND_NAME;
+		decision.rule_id = PC_RULE_NONE;
+	}
 	pc_flow_init(&flow, &decision, scope, config->generation, direction);
 	/* On port 53 only dns rules allow (classify.h): under filter_queries the daemon reads every query. */
 	if (decision.verdict == PC_VERDICT_ALLOW && config->filter_queries && pkt->dport == PC_DNS_PORT &&
@@ -528,6 +556,31 @@ static __always_inline struct pc_outcome pc_expected_inbound(const struct pc_pac
 	return pc_pass();
 }
 
+/* A DNS answer from a resolver on its way to a client: held while the daemon learns what it binds, so that no
+ * flow the client opens on reading it meets the data plane first. Fail closed, and the client asks again: an
+ * answer is dropped without a daemon, past the client's punt bucket, or in IP fragments (the daemon would read
+ * only the first: their later fragments follow it and are dropped too). */
+static __always_inline struct pc_outcome pc_hold_answer(const struct pc_packet *pkt, __u32 len)
+{
+	const struct pc_punt_config *punt = pc_state_punt_config();
+	struct pc_outcome held = {.action = PC_HOLD_ANSWER, .reason = PC_DROP_NONE};
+	struct pc_punt_bucket *bucket;
+	const __u64 now = pc_state_now_ns();
+
+	if (pkt->is_fragment) {
+		pc_remember_first_fragment(pkt, PC_VERDICT_DENY, PC_DROP_ANSWER_FRAGMENTED);
+		return pc_drop(PC_DROP_ANSWER_FRAGMENTED);
+	}
+	if (!punt || punt->heartbeat_ns == 0 || now > punt->heartbeat_ns + PC_DAEMON_STALE_NS)
+		return pc_drop(PC_DROP_NO_DAEMON);
+	if (len > PC_PUNT_MAX_FRAME)
+		return pc_drop(PC_DROP_PUNT_TOO_LARGE);
+	bucket = pc_state_punt_bucket(&pkt->dst);
+	if (!bucket || !pc_punt_bucket_take(bucket, punt, now))
+		return pc_drop(PC_DROP_PUNT_RATE);
+	return held;
+}
+
 static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_packet *pkt, __u32 len)
 {
 	const struct pc_policy_config *config;
@@ -545,16 +598,12 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 	}
 	if (flow) {
 		pc_account(flow, direction, len, pkt->tcp_flags);
+		if ((flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_INSPECT) && pkt->sport == PC_DNS_PORT &&
+		    (pkt->proto == 6 || pkt->proto == 17) && pkt->payload_len > 0)
+			return pc_hold_answer(pkt, len);
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
 		/* A pending flow's server answers the handshake, and may speak first (SSH, SMTP): its
 		 * packets pass while the client's first bytes are read. */
-		if ((flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_INSPECT) && pkt->sport == PC_DNS_PORT &&
-		    (pkt->proto == 6 || pkt->proto == 17) && pkt->payload_len > 0) {
-			struct pc_outcome mirror = {.action = PC_MIRROR, .reason = PC_DROP_NONE};
-
-			pc_state_count(PC_COUNTER_PASS);
-			return mirror;
-		}
 		if (flow->verdict != PC_VERDICT_DENY)
 			return pc_pass();
 		return pc_drop(flow->reason);

@@ -66,9 +66,11 @@ enum pc_drop_reason {
 	PC_DROP_AWAITS_EXPECTATION = 54,	/* held: maybe an FTP data connection whose expectation is on its way */
 	PC_DROP_EXPECTED = 55,			/* allowed as the data connection its control connection announced */
 	PC_DROP_NO_EXPECTATION = 56,		/* between FTP peers, but no control connection announced it */
-	/* 57..: free */
+	PC_DROP_BOUND_NAME = 57,		/* held: its address is bound to a name a deny rule names (bound_names.h) */
+	PC_DROP_ANSWER_FRAGMENTED = 58,		/* a DNS answer in IP fragments: what it binds cannot be read */
+	/* 59..: free */
 
-	PC_DROP_MAX = 57,
+	PC_DROP_MAX = 59,
 };
 
 PC_STATIC_ASSERT(sizeof(enum pc_drop_reason) == 4, "drop reasons are stored as __u32 in maps and records");
@@ -126,6 +128,8 @@ static inline const char *pc_drop_reason_name(enum pc_drop_reason reason)
 	case PC_DROP_AWAITS_EXPECTATION: return "awaits-expectation";
 	case PC_DROP_EXPECTED: return "expected";
 	case PC_DROP_NO_EXPECTATION: return "no-expectation";
+	case PC_DROP_BOUND_NAME: return "bound-name";
+	case PC_DROP_ANSWER_FRAGMENTED: return "answer-fragmented";
 	case PC_DROP_MAX: break;
 	}
 	return "unknown";

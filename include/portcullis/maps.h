@@ -9,6 +9,7 @@
 #error "maps.h is for the BPF programs; userspace provides the state functions itself"
 #endif
 
+#include "portcullis/bound_names.h"
 #include "portcullis/compat.h"
 #include "portcullis/expect.h"
 #include "portcullis/flow.h"
@@ -24,6 +25,7 @@
 #define PC_EVENTS_BYTES (1 << 20)
 #define PC_PUNTS_BYTES (1 << 24)
 #define PC_PUNT_BUCKETS_SIZE 65536
+#define PC_BOUND_NAMES_SIZE 65536
 /* One punt buffer per CPU: a plain array indexed by CPU, since per-CPU values cap at 32 KiB. The daemon
  * sets the number of CPUs before loading. */
 #define PC_PUNT_SCRATCH_CPUS 64
@@ -168,6 +170,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pc_ftp_peers SEC(".maps");
 
+/* LRU: were it ever full, the oldest binding would go before the newest is refused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PC_BOUND_NAMES_SIZE);
+	__type(key, struct pc_bound_key);
+	__type(value, struct pc_bound_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pc_bound_names SEC(".maps");
+
+static __always_inline const struct pc_bound_name *pc_state_bound_name_lookup(const struct pc_bound_key *key)
+{
+	return bpf_map_lookup_elem(&pc_bound_names, key);
+}
+
 static __always_inline struct pc_expect *pc_state_expect_lookup(const struct pc_expect_key *key)
 {
 	return bpf_map_lookup_elem(&pc_expects, key);
@@ -291,9 +307,10 @@ static __always_inline const struct pc_punt_config *pc_state_punt_config(void)
 	return bpf_map_lookup_elem(&pc_punt_config, &zero);
 }
 
-static __always_inline struct pc_punt_bucket *pc_state_punt_bucket(const struct pc_packet *pkt)
+/* The token bucket of one address: the source of what a flow punts, the client of a held DNS answer. */
+static __always_inline struct pc_punt_bucket *pc_state_punt_bucket(const union pc_addr *owner)
 {
-	struct pc_punt_bucket *bucket = bpf_map_lookup_elem(&pc_punt_buckets, &pkt->src);
+	struct pc_punt_bucket *bucket = bpf_map_lookup_elem(&pc_punt_buckets, owner);
 	const struct pc_punt_config *config;
 
 	if (bucket)
@@ -303,8 +320,8 @@ static __always_inline struct pc_punt_bucket *pc_state_punt_bucket(const struct 
 		return 0;
 	struct pc_punt_bucket full = {.refilled_ns = bpf_ktime_get_coarse_ns(), .tokens = config->burst};
 
-	bpf_map_update_elem(&pc_punt_buckets, &pkt->src, &full, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&pc_punt_buckets, &pkt->src);
+	bpf_map_update_elem(&pc_punt_buckets, owner, &full, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&pc_punt_buckets, owner);
 }
 
 /* Flow times are for timeouts and logs: the coarse clock (a jiffy's resolution) costs a fraction of the

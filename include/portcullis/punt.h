@@ -14,9 +14,14 @@
  *     through TC egress (host), so the data plane meets the installed deny and answers the client with
  *     its reject.
  *
- * DNS answers (from port 53 of an allowed flow) are copied into the same ring and pass on: the daemon reads
- * the names they bind to addresses before any frame the client sends after the answer, since both go through
- * the one ring in order.
+ * DNS answers (from port 53 of an allowed flow) are copied into the same ring and held: the daemon installs
+ * what they bind (bound_names.h) and then sends them on, so no flow the client opens on reading an answer can
+ * reach the data plane before its binding:
+ *   host mode: on the uplink with PC_DELIVER_MARK, which portcullis_inside turns up the local stack;
+ *   gateway mode: on the outside interface it came from with PC_REINJECT_MARK, which portcullis_reinject
+ *   turns into that interface's ingress, where portcullis_outside lets it pass to be forwarded;
+ *   a masquerading gateway takes answers at the inside interface's egress (PC_PUNT_ANSWER_EGRESS) and sends
+ *   them out of it with PACKET_QDISC_BYPASS.
  *
  * Bounds, all fail-closed: a flow whose held bytes would pass pc_punt_config.flow_hold_bytes, a source
  * punting faster than its token bucket allows, a punt ring without room, a frame larger than the punt
@@ -51,8 +56,9 @@
 enum pc_punt_path {
 	PC_PUNT_INGRESS = 0, /* gateway: taken at the inside interface's ingress */
 	PC_PUNT_EGRESS = 1,  /* host: taken at the uplink's egress */
-	PC_PUNT_ANSWER = 2,  /* a copy of a DNS answer on its way in (not held): the daemon learns bindings */
+	PC_PUNT_ANSWER = 2,  /* a DNS answer taken where it arrived (held): the daemon learns bindings */
 	PC_PUNT_DENIED = 3,  /* a copy of the packet a new flow was denied at (not held), for --pcap-denied */
+	PC_PUNT_ANSWER_EGRESS = 4, /* a DNS answer taken leaving towards its client (masquerading gateway; held) */
 };
 
 /* pc_punt_config.flags */

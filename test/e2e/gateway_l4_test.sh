@@ -82,18 +82,20 @@ if [ "$hook" = tcx ]; then
   expect_eq "TCX: the inside program and the reinjection turn-round alone on in0's hooks" \
     "$(pc_tcx_programs gw in0 | cut -d' ' -f2,4)" "ingress portcullis_insi
 egress portcullis_rein"
-  expect_eq "TCX: the outside program alone on out0's hooks" "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" \
-    "ingress portcullis_outs"
+  expect_eq "TCX: the outside program and the reinjection turn-round (held DNS answers) alone on out0's hooks" \
+    "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" "ingress portcullis_outs
+egress portcullis_rein"
   expect_ok "TCX: the links are pinned" test -e "$PC_PIN_DIR/link_in0_tcx-ingress" -a -e "$PC_PIN_DIR/link_out0_tcx-ingress"
   expect_fail "TCX: no clsact qdisc" bash -c "ip netns exec '$NS_GW' tc qdisc show | grep -q clsact"
-  # Host mode on out0 from another pin directory: its egress hook is free, its ingress has gw-a's program.
+  # Host mode on out0 from another pin directory: both its hooks have gw-a's programs.
   rc=0
   out=$(pc_run_once gw "$PC_PIN_DIR-other" --policy "$policy" --mode host --iface "$GW_OUTSIDE") || rc=$?
   expect_eq "TCX: a second daemon on a hook with a TCX program: run fails" "$rc" 1
   expect_match "it names the interface and the program there" "$out" \
-    "out0 \(tcx-ingress\): a TCX program 'portcullis_outs' \(id [0-9]+\) is attached already and is not portcullis's"
-  expect_eq "what it attached (out0 egress) is taken off again, gw-a's stays" \
-    "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" "ingress portcullis_outs"
+    "out0 \(tcx-egress\): a TCX program 'portcullis_rein' \(id [0-9]+\) is attached already and is not portcullis's"
+  expect_eq "gw-a's programs stay, alone" \
+    "$(pc_tcx_programs gw out0 | cut -d' ' -f2,4)" "ingress portcullis_outs
+egress portcullis_rein"
 fi
 
 expect_ok "ping allowed prefix" in_ns client ping -c 1 -W 2 "$INET_ALLOWED_V4"
@@ -169,7 +171,8 @@ if [ "$hook" = tcx ]; then
   expect_eq "its programs stay attached (TCX)" "$(pc_tcx_programs gw in0 out0 | cut -d' ' -f1,2,4)" \
     "in0 ingress portcullis_insi
 in0 egress portcullis_rein
-out0 ingress portcullis_outs"
+out0 ingress portcullis_outs
+out0 egress portcullis_rein"
   expect_ok "its TCX links stay pinned" test -e "$PC_PIN_DIR/link_in0_tcx-ingress" -a -e "$PC_PIN_DIR/link_out0_tcx-ingress"
   killed_ids=$(pc_tcx_programs gw in0 out0 | cut -d' ' -f3 | paste -sd' ')
 else
@@ -192,7 +195,8 @@ if [ "$hook" = tcx ]; then
   expect_eq "TCX: the pinned links now run the new daemon's programs, and nothing else" \
     "$(pc_tcx_programs gw in0 out0 | cut -d' ' -f1,2,3)" "in0 ingress $in0_id
 in0 egress $in0_egress_id
-out0 ingress $out0_id"
+out0 ingress $out0_id
+out0 egress $in0_egress_id"
   # shellcheck disable=SC2016  # expanded by the inner bash
   expect_ok "TCX: the killed daemon's programs are off the hooks" \
     bash -c '[[ -n $2 && -n $3 && " $1 " != *" $2 "* && " $1 " != *" $3 "* ]]' _ "$killed_ids" "$in0_id" "$out0_id"

@@ -68,6 +68,10 @@ std::string render_metrics(const MetricsSnapshot& snapshot) {
   for (const uint64_t bound : punt::PuntStats::kLatencyBoundsUs) bounds.push_back(static_cast<double>(bound) / 1e6);
   text.histogram("portcullis_punt_to_verdict_seconds", {}, bounds, punts.latency_us,
                  static_cast<double>(punts.latency_sum_us) / 1e6);
+  text.family("portcullis_dns_answer_hold_seconds", "histogram",
+              "Time a DNS answer was held while what it binds was installed.");
+  text.histogram("portcullis_dns_answer_hold_seconds", {}, bounds, punts.answer_hold_us,
+                 static_cast<double>(punts.answer_hold_sum_us) / 1e6);
 
   text.family("portcullis_flows", "gauge", "Flows in the flow table, by state.");
   for (size_t state = 0; state < conntrack::kFlowStates; ++state) {
@@ -85,6 +89,9 @@ std::string render_metrics(const MetricsSnapshot& snapshot) {
 
   text.family("portcullis_dns_bindings", "gauge", "Name-to-address bindings learned from DNS answers, held now.");
   text.sample("portcullis_dns_bindings", {}, punts.dns_bindings);
+  text.family("portcullis_dns_bound_names", "gauge",
+              "Addresses bound to names that deny rules name, in the data plane now.");
+  text.sample("portcullis_dns_bound_names", {}, punts.bound_names);
   text.family("portcullis_dns_answers_total", "counter", "DNS answers read, by outcome.");
   text.sample("portcullis_dns_answers_total", {{"outcome", "read"}}, punts.dns_answers);
   text.sample("portcullis_dns_answers_total", {{"outcome", "malformed"}}, punts.dns_malformed);

@@ -170,19 +170,25 @@ Json punt_json(const punt::PuntStats& stats) {
   out["dns_answers"] = stats.dns_answers;
   out["dns_malformed"] = stats.dns_malformed;
   out["dns_bindings"] = stats.dns_bindings;
+  out["bound_names"] = stats.bound_names;
   out["dns_queries"] = stats.dns_queries;
   out["dns_filtered"] = stats.dns_filtered;
   out["pending_flows"] = stats.pending_flows;
   out["held_bytes"] = stats.held_bytes;
-  Json latency;
-  for (size_t i = 0; i < std::size(stats.latency_us); ++i) {
-    const std::string bound = i < std::size(punt::PuntStats::kLatencyBoundsUs)
-                                  ? "le_" + std::to_string(punt::PuntStats::kLatencyBoundsUs[i]) + "us"
-                                  : "more";
-    latency[bound] = stats.latency_us[i];
-  }
-  latency["sum_us"] = stats.latency_sum_us;
-  out["punt_to_verdict"] = std::move(latency);
+  const auto histogram = [](const uint64_t(&buckets)[std::size(punt::PuntStats::kLatencyBoundsUs) + 1],
+                            uint64_t sum_us) {
+    Json counts;
+    for (size_t i = 0; i < std::size(buckets); ++i) {
+      const std::string bound = i < std::size(punt::PuntStats::kLatencyBoundsUs)
+                                    ? "le_" + std::to_string(punt::PuntStats::kLatencyBoundsUs[i]) + "us"
+                                    : "more";
+      counts[bound] = buckets[i];
+    }
+    counts["sum_us"] = sum_us;
+    return counts;
+  };
+  out["punt_to_verdict"] = histogram(stats.latency_us, stats.latency_sum_us);
+  out["answer_hold"] = histogram(stats.answer_hold_us, stats.answer_hold_sum_us);
   return out;
 }
 
@@ -261,6 +267,7 @@ class RunCommand {
                                                 objects_->punt_config_map(), mode_, options_.punt,
                                                 [this](const punt::PuntDecision& decision) { log_decision(decision); });
     punt_->set_policy(compiled, generation_);
+    punt_->keep_bound_names(objects_->bound_names_map());
     if (!options_.pcap_denied.empty()) {
       denied_capture_ = std::make_unique<replay::CaptureWriter>(options_.pcap_denied, replay::CaptureWriter::kEthernet,
                                                                 replay::CaptureWriter::Open::append);
@@ -279,8 +286,8 @@ class RunCommand {
     }
     punt_->resolve_expectations([this](const punt::PendingFlowFacts& facts) { return ftp_->resolve(facts); });
     punt_->observe_bindings([this](std::optional<size_t> group, const std::vector<std::string>& names,
-                                   const policy::IpAddress& address,
-                                   uint32_t ttl) { ftp_->on_bound(group, names, address, ttl); });
+                                   const policy::IpAddress& address, uint32_t ttl,
+                                   uint64_t) { ftp_->on_bound(group, names, address, ttl); });
     events_ =
         std::make_unique<dataplane::VerdictEventReader>(objects_->events_map(), [this](const pc_verdict_event& event) {
           flows_.on_verdict(event);

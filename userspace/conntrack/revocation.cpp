@@ -78,6 +78,13 @@ Reevaluation reevaluate(const TrackedFlow& flow, const policy::CompiledPolicy& p
   const pc_decision decision =
       tables.classify(dataplane::NewFlow{facts.src, facts.dst, l4_bit_of(flow), flow.event.dport});
   if (decision.verdict == PC_VERDICT_ALLOW || decision.verdict == PC_VERDICT_INSPECT) {
+    // Allowed by address, unless a deny names a name its address is bound to (what pc_bound_names holds).
+    punt::FlowIdentity unknown;
+    unknown.state = punt::FlowIdentity::State::unknown;
+    if (const std::optional<punt::PendingVerdict> denied =
+            punt::denied_by_bound_names(policy, mode, facts, unknown, bindings.names_of(group, facts.dst, now_ns))) {
+      return from(policy, *denied);
+    }
     return Reevaluation{true, decision.rule_id, PC_DROP_NONE, false};
   }
   if (decision.verdict == PC_VERDICT_DENY) return Reevaluation{false, decision.rule_id, decision.reason, false};

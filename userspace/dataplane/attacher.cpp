@@ -145,8 +145,11 @@ std::vector<PlannedAttachment> plan_attachments(policy::Mode mode, const std::ve
           {iface, AttachPoint::tc_egress, masquerade ? DataPlaneProgram::outside : DataPlaneProgram::reinject});
     }
     if (masquerade) return plan;
-    for (const std::string& iface : outside)
+    for (const std::string& iface : outside) {
       plan.push_back({iface, AttachPoint::tc_ingress, DataPlaneProgram::outside});
+      // Held DNS answers are released into the outside interface's ingress, to be forwarded.
+      plan.push_back({iface, AttachPoint::tc_egress, DataPlaneProgram::reinject});
+    }
   } else {
     for (const std::string& iface : inside) {
       plan.push_back({iface, AttachPoint::tc_egress, DataPlaneProgram::inside});

@@ -51,7 +51,8 @@ struct PlannedAttachment {
 enum class XdpMode : uint8_t { off, native, generic };
 
 // Gateway mode: every inside interface gets the inside program on TC ingress (and XDP unless `xdp` is off) and
-// the reinjection program on TC egress; every outside interface the outside program on TC ingress. With
+// the reinjection program on TC egress; every outside interface the outside program on TC ingress and the
+// reinjection program on TC egress (held DNS answers are released through it). With
 // `masquerade` (the gateway NATs its sandboxes) the outside program goes on the inside interfaces' TC egress
 // instead, where answers carry the sandboxes' addresses again; it turns reinjected frames round itself. Host
 // mode (`inside` are the uplinks, `outside` empty): the inside program on TC egress, the outside program on TC

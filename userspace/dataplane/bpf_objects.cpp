@@ -220,7 +220,7 @@ void BpfObjects::load_programs(const BpfObjectsOptions& options) {
   xdp_program_ = program(xdp_, "portcullis_xdp");
   for (const char* name :
        {"pc_flows", "pc_rule_sets", "pc_dst4", "pc_dst6", "pc_src4", "pc_src6", "pc_scopes", "pc_config", "pc_counters",
-        "pc_events", "pc_punts", "pc_punt_config", "pc_punt_buckets", "pc_expects", "pc_ftp_peers"}) {
+        "pc_events", "pc_punts", "pc_punt_config", "pc_punt_buckets", "pc_expects", "pc_ftp_peers", "pc_bound_names"}) {
     map(name);
   }
 }
@@ -254,6 +254,9 @@ int BpfObjects::punt_config_map() const {
 }
 int BpfObjects::expects_map() const {
   return bpf_map__fd(map("pc_expects"));
+}
+int BpfObjects::bound_names_map() const {
+  return bpf_map__fd(map("pc_bound_names"));
 }
 int BpfObjects::ftp_peers_map() const {
   return bpf_map__fd(map("pc_ftp_peers"));

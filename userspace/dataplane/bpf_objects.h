@@ -57,6 +57,7 @@ class BpfObjects {
   int events_map() const;
   int counters_map() const;
   int flows_map() const;
+  int bound_names_map() const;
   int punts_map() const;        // ring of punted frames (include/portcullis/punt.h)
   int punt_config_map() const;  // heartbeat and hold bounds the daemon writes
   int expects_map() const;      // FTP data connections the kernel's helper expects (include/portcullis/expect.h)

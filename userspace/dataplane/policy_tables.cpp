@@ -48,6 +48,14 @@ Shape shape_of(RuleProto proto) {
   return {0, 0};
 }
 
+}  // namespace
+
+uint8_t l4_mask_of(RuleProto proto) {
+  return shape_of(proto).l4_mask;
+}
+
+namespace {
+
 void append_entries(const Rule& rule, uint32_t rule_id, uint8_t extra_flags, std::vector<pc_rule_entry>& out) {
   const Shape shape = shape_of(rule.proto);
   const uint8_t flags = shape.flags | extra_flags | (rule.action == policy::Action::deny ? PC_RULE_DENY : 0);

@@ -26,6 +26,9 @@ struct PolicyTables {
 
 PolicyTables build_policy_tables(const policy::CompiledPolicy& policy, policy::Mode mode, uint32_t generation);
 
+// The layer-4 protocols (enum pc_l4_bit) a rule of `proto` covers.
+uint8_t l4_mask_of(policy::RuleProto proto);
+
 // The scope of group `group` (0-based), as the maps number them.
 inline uint32_t group_scope(size_t group) {
   return static_cast<uint32_t>(group + 1);

@@ -33,7 +33,8 @@ static void pc_state_count(__u32 slot);
 static void pc_state_emit_verdict(const struct pc_packet* pkt, const struct pc_flow* flow);
 static __u64 pc_state_now_ns(void);
 static const struct pc_punt_config* pc_state_punt_config(void);
-static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt);
+static struct pc_punt_bucket* pc_state_punt_bucket(const union pc_addr* owner);
+static const struct pc_bound_name* pc_state_bound_name_lookup(const struct pc_bound_key* key);
 static struct pc_expect* pc_state_expect_lookup(const struct pc_expect_key* key);
 static int pc_state_expect_delete(const struct pc_expect_key* key);
 static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key* key);
@@ -44,7 +45,7 @@ static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_pe
 namespace portcullis::dataplane {
 
 static_assert(kActionPass == PC_PASS && kActionDrop == PC_DROP && kActionReject == PC_REJECT &&
-              kActionPunt == PC_PUNT && kActionMirror == PC_MIRROR);
+              kActionPunt == PC_PUNT && kActionHoldAnswer == PC_HOLD_ANSWER);
 
 namespace {
 
@@ -127,6 +128,7 @@ struct UserspaceDataPath::Impl {
   std::vector<pc_verdict_event> events;
   std::optional<pc_punt_config> punt_config;
   std::map<std::array<uint8_t, 16>, pc_punt_bucket> punt_buckets;
+  std::map<std::array<uint8_t, sizeof(pc_bound_key)>, pc_bound_name> bound_names;
   uint64_t now_ns = 0;
 };
 
@@ -238,6 +240,20 @@ void UserspaceDataPath::set_punt_config(const pc_punt_config& config) {
   impl_->punt_config = config;
 }
 
+void UserspaceDataPath::set_bound_name(const pc_bound_key& key, const pc_bound_name* name) {
+  std::array<uint8_t, sizeof(pc_bound_key)> bytes{};
+  std::memcpy(bytes.data(), &key, sizeof(key));
+  if (name == nullptr) {
+    impl_->bound_names.erase(bytes);
+  } else {
+    impl_->bound_names[bytes] = *name;
+  }
+}
+
+size_t UserspaceDataPath::bound_name_count() const {
+  return impl_->bound_names.size();
+}
+
 void UserspaceDataPath::advance_ns(uint64_t delta) {
   impl_->now_ns += delta;
 }
@@ -296,10 +312,10 @@ static const struct pc_punt_config* pc_state_punt_config(void) {
   return current->punt_config ? &*current->punt_config : nullptr;
 }
 
-static struct pc_punt_bucket* pc_state_punt_bucket(const struct pc_packet* pkt) {
+static struct pc_punt_bucket* pc_state_punt_bucket(const union pc_addr* owner) {
   if (!current->punt_config) return nullptr;
   std::array<uint8_t, 16> source{};
-  std::memcpy(source.data(), pkt->src.bytes, source.size());
+  std::memcpy(source.data(), owner->bytes, source.size());
   const auto [it, created] = current->punt_buckets.try_emplace(source);
   if (created) it->second = pc_punt_bucket{current->now_ns, current->punt_config->burst, 0};
   return &it->second;
@@ -321,4 +337,11 @@ static int pc_state_expect_delete(const struct pc_expect_key* /*key*/) {
 
 static const struct pc_ftp_peer* pc_state_ftp_peer_lookup(const struct pc_ftp_peer_key* /*key*/) {
   return nullptr;
+}
+
+static const struct pc_bound_name* pc_state_bound_name_lookup(const struct pc_bound_key* key) {
+  std::array<uint8_t, sizeof(pc_bound_key)> bytes{};
+  std::memcpy(bytes.data(), key, sizeof(*key));
+  const auto found = current->bound_names.find(bytes);
+  return found == current->bound_names.end() ? nullptr : &found->second;
 }

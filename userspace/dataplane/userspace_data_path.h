@@ -9,6 +9,7 @@
 //   - the policy: a PolicyTables, looked up with the same longest-prefix rules as the LPM tries;
 //   - counters: one per drop reason and counter slot (PC_COUNTER_MAX), summed (not per CPU);
 //   - verdict events: every event the data path emits, in order (no ring buffer, none lost);
+//   - addresses bound to names deny rules name (bound_names.h), as the daemon writes them;
 //   - a clock set by the caller, so flow times and events are deterministic.
 //
 // Rejects are not built: a packet the kernel would answer with a RST or an ICMP error comes back as
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "dataplane/policy_tables.h"
+#include "portcullis/bound_names.h"
 #include "portcullis/flow.h"
 #include "portcullis/punt.h"
 
@@ -33,11 +35,11 @@ namespace portcullis::dataplane {
 // What the data path did with one packet: pc_outcome of datapath.h (which needs the state functions
 // declared before it, so it stays out of this header), with parse failures as drops.
 // The actions are datapath.h's enum pc_action_kind (the .cpp checks they agree).
-inline constexpr uint8_t kActionPass = 0;    // PC_PASS
-inline constexpr uint8_t kActionDrop = 1;    // PC_DROP
-inline constexpr uint8_t kActionReject = 2;  // PC_REJECT: the kernel answers with a RST or an ICMP error
-inline constexpr uint8_t kActionPunt = 3;    // PC_PUNT: the frame goes to the daemon and is held
-inline constexpr uint8_t kActionMirror = 4;  // PC_MIRROR: the frame passes, and a copy goes to the daemon
+inline constexpr uint8_t kActionPass = 0;        // PC_PASS
+inline constexpr uint8_t kActionDrop = 1;        // PC_DROP
+inline constexpr uint8_t kActionReject = 2;      // PC_REJECT: the kernel answers with a RST or an ICMP error
+inline constexpr uint8_t kActionPunt = 3;        // PC_PUNT: the frame goes to the daemon and is held
+inline constexpr uint8_t kActionHoldAnswer = 4;  // PC_HOLD_ANSWER: a DNS answer the daemon reads, then sends on
 
 struct PacketOutcome {
   uint8_t action = kActionPass;
@@ -81,6 +83,10 @@ class UserspaceDataPath {
   // The punt settings the daemon writes (include/portcullis/punt.h). Until they are set there is no daemon,
   // and pending flows are denied as no-daemon, as in the kernel.
   void set_punt_config(const pc_punt_config& config);
+
+  // What the daemon writes to pc_bound_names: `name` null deletes the entry.
+  void set_bound_name(const pc_bound_key& key, const pc_bound_name* name);
+  size_t bound_name_count() const;
 
   uint64_t now_ns() const;
   void set_now_ns(uint64_t now);

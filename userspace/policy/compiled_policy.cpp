@@ -96,6 +96,18 @@ bool CompiledPolicy::name_could_be_allowed(std::string_view name, std::optional<
   return allowed;
 }
 
+std::vector<const Rule*> CompiledPolicy::denies_through_bindings(std::string_view name,
+                                                                 std::optional<size_t> group) const {
+  std::vector<const Rule*> denies;
+  names_.match(name, [&](uint32_t index) {
+    const Rule& rule = policy_.rules[index];
+    if (rule.action == Action::deny && !proto_matches_shown_name(rule.proto) && (!rule.group || rule.group == group)) {
+      denies.push_back(&rule);
+    }
+  });
+  return denies;
+}
+
 bool CompiledPolicy::rule_accepts(const Rule& rule, const FlowQuery& flow) const {
   if (!l4_accepts(rule.proto, flow.proto, flow.l7)) return false;
   if (flow.proto == L4Proto::tcp || flow.proto == L4Proto::udp) {

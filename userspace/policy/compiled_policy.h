@@ -65,6 +65,9 @@ class CompiledPolicy {
   // Whether some allow rule of the top level or of `group` has a destination name matching `name` (normalized):
   // a DNS query for any other name can lead to nothing the policy allows (dns.filter_queries).
   bool name_could_be_allowed(std::string_view name, std::optional<size_t> group) const;
+  // The deny rules of the top level or of `group` that match `name` (normalized) only through DNS bindings:
+  // rules of other protocols than tls, quic, http and https with a destination name matching it.
+  std::vector<const Rule*> denies_through_bindings(std::string_view name, std::optional<size_t> group) const;
 
   const Policy& policy() const { return policy_; }
   const std::vector<Rule>& rules() const { return policy_.rules; }

@@ -54,9 +54,9 @@ std::vector<std::string> DnsBindings::names_of(std::optional<size_t> group, cons
 
 void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::string>& names,
                        const policy::IpAddress& address, uint32_t ttl, uint64_t now_ns) {
-  if (observer_) observer_(group, names, address, ttl);
   const uint32_t seconds = std::clamp(ttl, limits_.min_ttl, std::max(limits_.min_ttl, limits_.max_ttl));
   const uint64_t expires = now_ns + seconds * kNsPerSecond;
+  for (const Observer& observer : observers_) observer(group, names, address, ttl, expires);
   for (const std::string& name : names) {
     std::string key = key_of(group, name, address);
     if (const auto it = entries_.find(key); it != entries_.end()) {
@@ -68,7 +68,8 @@ void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::strin
     age_.push_back(key);
     std::string address_key = address_key_of(group, address);
     by_address_[address_key].insert(name);
-    entries_.emplace(std::move(key), Entry{expires, std::prev(age_.end()), std::move(address_key), name});
+    entries_.emplace(std::move(key),
+                     Entry{expires, std::prev(age_.end()), std::move(address_key), name, group, address});
   }
 }
 
@@ -76,6 +77,10 @@ bool DnsBindings::bound(std::optional<size_t> group, const std::string& name, co
                         uint64_t now_ns) const {
   const auto it = entries_.find(key_of(group, name, address));
   return it != entries_.end() && it->second.expires_ns > now_ns;
+}
+
+void DnsBindings::for_each(const Visitor& visit) const {
+  for (const auto& [key, entry] : entries_) visit(entry.group, entry.name, entry.address, entry.expires_ns);
 }
 
 void DnsBindings::expire(uint64_t now_ns) {
@@ -156,7 +161,11 @@ PendingVerdict decide_with_bindings(const policy::CompiledPolicy& policy, policy
                                     const DnsBindings& bindings, uint64_t now_ns) {
   const std::optional<size_t> group = policy.group_of(flow.src);
   if (identity.name) {
-    return decide_pending_flow(policy, mode, flow, identity, bindings.bound(group, *identity.name, flow.dst, now_ns));
+    const PendingVerdict verdict =
+        decide_pending_flow(policy, mode, flow, identity, bindings.bound(group, *identity.name, flow.dst, now_ns));
+    if (!verdict.allow) return verdict;
+    return denied_by_bound_names(policy, mode, flow, identity, bindings.names_of(group, flow.dst, now_ns))
+        .value_or(verdict);
   }
   return decide_by_bound_names(policy, mode, flow, identity, bindings.names_of(group, flow.dst, now_ns));
 }

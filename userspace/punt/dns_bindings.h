@@ -34,11 +34,11 @@ class DnsBindings {
  public:
   explicit DnsBindings(DnsBindingLimits limits = {}) : limits_(limits) {}
   void set_limits(DnsBindingLimits limits) { limits_ = limits; }
-  // Told of every binding made, with the answer's TTL (before clamping): what else must follow DNS (the FTP
-  // helper's address sets) follows it from here.
+  // Told of every binding made, with the answer's TTL (before clamping) and the binding's end (after): what
+  // else must follow DNS (the FTP helper's address sets, the data plane's bound names) follows it from here.
   using Observer = std::function<void(std::optional<size_t> group, const std::vector<std::string>& names,
-                                      const policy::IpAddress& address, uint32_t ttl)>;
-  void observe(Observer observer) { observer_ = std::move(observer); }
+                                      const policy::IpAddress& address, uint32_t ttl, uint64_t expires_ns)>;
+  void observe(Observer observer) { observers_.push_back(std::move(observer)); }
 
   // Binds each of `names` (a CNAME chain: the asked name first) to `address` for `ttl` seconds, clamped.
   void bind(std::optional<size_t> group, const std::vector<std::string>& names, const policy::IpAddress& address,
@@ -48,6 +48,10 @@ class DnsBindings {
   // The names bound to `address` for `group` now, in no particular order.
   std::vector<std::string> names_of(std::optional<size_t> group, const policy::IpAddress& address,
                                     uint64_t now_ns) const;
+  // Every binding held, live or not yet forgotten, in no particular order.
+  using Visitor = std::function<void(std::optional<size_t> group, const std::string& name,
+                                     const policy::IpAddress& address, uint64_t expires_ns)>;
+  void for_each(const Visitor& visit) const;
   // Forgets the bindings whose time is up.
   void expire(uint64_t now_ns);
   size_t size() const { return entries_.size(); }
@@ -58,13 +62,15 @@ class DnsBindings {
     std::list<std::string>::iterator age;  // position in age_, oldest first
     std::string address_key;               // its entry in by_address_
     std::string name;
+    std::optional<size_t> group;
+    policy::IpAddress address;
   };
   static std::string key_of(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address);
   static std::string address_key_of(std::optional<size_t> group, const policy::IpAddress& address);
   void erase(const std::string& key);
 
   DnsBindingLimits limits_;
-  Observer observer_;
+  std::vector<Observer> observers_;
   std::unordered_map<std::string, Entry> entries_;
   std::list<std::string> age_;
   std::unordered_map<std::string, std::unordered_set<std::string>> by_address_;  // group|address -> names

@@ -193,7 +193,11 @@ PendingVerdict decide_by_bound_names(const policy::CompiledPolicy& policy, polic
   const PendingVerdict plain = decide_pending_flow(policy, mode, flow, identity, false);
   const bool shows_names = identity.l7 == policy::L7Proto::tls || identity.l7 == policy::L7Proto::quic ||
                            identity.l7 == policy::L7Proto::http;
-  if (identity.name || shows_names || identity.state == FlowIdentity::State::malformed) return plain;
+  if (identity.state == FlowIdentity::State::malformed) return plain;
+  if (identity.name || shows_names) {
+    if (!plain.allow) return plain;
+    return denied_by_bound_names(policy, mode, flow, identity, bound_names).value_or(plain);
+  }
   std::optional<PendingVerdict> allowed;
   for (const std::string& name : bound_names) {
     FlowIdentity named = identity;
@@ -203,6 +207,33 @@ PendingVerdict decide_by_bound_names(const policy::CompiledPolicy& policy, polic
     if (verdict.allow && !allowed) allowed = verdict;
   }
   return allowed ? *allowed : plain;
+}
+
+std::optional<PendingVerdict> denied_by_bound_names(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                                    const PendingFlowFacts& flow, const FlowIdentity& identity,
+                                                    const std::vector<std::string>& bound_names) {
+  for (const std::string& name : bound_names) {
+    policy::FlowQuery query;
+    query.src = flow.src;
+    query.dst = flow.dst;
+    query.proto = flow.proto;
+    query.dport = flow.dport;
+    query.icmp_type = flow.icmp_type;
+    query.l7 = identity.l7;
+    query.name = name;
+    query.name_bound = true;
+    const policy::Decision decision = policy.evaluate(query, mode);
+    // Policy order: the first deny of that kind is the one a log names.
+    for (const policy::Rule* rule : decision.matched) {
+      if (rule->action != policy::Action::deny || policy::proto_matches_shown_name(rule->proto)) continue;
+      PendingVerdict verdict;
+      verdict.group = decision.group;
+      verdict.rule = rule;
+      verdict.reason = PC_DROP_DENIED_BY_RULE;
+      return verdict;
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace portcullis::punt

@@ -70,8 +70,16 @@ PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy:
 // For a flow that shows no name and cannot (SSH, plain TCP or UDP, ICMP: not TLS, QUIC or HTTP, which must
 // show theirs): decided as if it showed each name DNS bound its destination to (`bound_names`). An allow by
 // one of them allows; a rule's deny of one of them wins; with none, as decide_pending_flow decides it.
+// A flow that shows a name is decided by it, but a deny of its protocol to one of the names its destination is
+// bound to (a tcp, udp, icmp, any, ssh or ftp rule) holds all the same.
 PendingVerdict decide_by_bound_names(const policy::CompiledPolicy& policy, policy::Mode mode,
                                      const PendingFlowFacts& flow, const FlowIdentity& identity,
                                      const std::vector<std::string>& bound_names);
+
+// The deny of a rule that matches the flow through one of `bound_names` only (a rule of another protocol than
+// tls, quic, http and https, whose destination names it), or nullopt.
+std::optional<PendingVerdict> denied_by_bound_names(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                                    const PendingFlowFacts& flow, const FlowIdentity& identity,
+                                                    const std::vector<std::string>& bound_names);
 
 }  // namespace portcullis::punt

@@ -39,6 +39,17 @@ policy::L4Proto l4_of(const pc_packet& pkt) {
   return pkt.family == PC_FAMILY_IPV6 ? policy::L4Proto::icmpv6 : policy::L4Proto::icmp;
 }
 
+// Counts `since_ns` to now, in microseconds, in one of PuntStats' histograms.
+void record_elapsed(uint64_t since_ns, uint64_t (&buckets)[std::size(PuntStats::kLatencyBoundsUs) + 1],
+                    uint64_t& sum_us) {
+  const uint64_t now = monotonic_ns();
+  const uint64_t us = now > since_ns ? (now - since_ns) / 1000 : 0;
+  size_t bucket = 0;
+  while (bucket < std::size(PuntStats::kLatencyBoundsUs) && us > PuntStats::kLatencyBoundsUs[bucket]) ++bucket;
+  ++buckets[bucket];
+  sum_us += us;
+}
+
 // Sequence numbers compare modulo 2^32.
 bool seq_before(uint32_t a, uint32_t b) {
   return static_cast<int32_t>(a - b) < 0;
@@ -69,6 +80,25 @@ void PuntHandler::set_policy(std::shared_ptr<const policy::CompiledPolicy> polic
   generation_ = generation;
   const policy::DnsSettings& dns = policy_->policy().dns;
   bindings_.set_limits({.min_ttl = dns.min_ttl, .max_ttl = dns.max_ttl, .max_bindings = 1 << 18});
+  if (bound_names_) {
+    bound_names_->set_policy(policy_, bindings_);
+    stats_.bound_names = bound_names_->size();
+  }
+}
+
+void PuntHandler::keep_bound_names(int bound_names_fd) {
+  pc_bound_key stale{};
+  while (bpf_map_get_next_key(bound_names_fd, nullptr, &stale) == 0 &&
+         bpf_map_delete_elem(bound_names_fd, &stale) == 0) {
+  }
+  bound_names_ = std::make_unique<BoundNameTable>([bound_names_fd](const pc_bound_key& key, const pc_bound_name* name) {
+    return name == nullptr ? bpf_map_delete_elem(bound_names_fd, &key) == 0 || errno == ENOENT
+                           : bpf_map_update_elem(bound_names_fd, &key, name, BPF_ANY) == 0;
+  });
+  bindings_.observe([this](std::optional<size_t> group, const std::vector<std::string>& names,
+                           const policy::IpAddress& address, uint32_t /*ttl*/,
+                           uint64_t expires_ns) { bound_names_->on_bound(group, names, address, expires_ns); });
+  if (policy_) bound_names_->set_policy(policy_, bindings_);
 }
 
 int PuntHandler::fd() const {
@@ -126,6 +156,32 @@ bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
 
 // DNS over TCP: the answer direction's bytes are put back in order, and every whole message in them is read.
 // Bounded: a connection's first 64 KiB of answers, and a connection quiet for 30 s is forgotten.
+void PuntHandler::on_answer(const pc_punt_header& header, std::span<const uint8_t> frame) {
+  // A DNS answer on its way to a client, held: what it binds is installed before the client can read it and
+  // open a flow. Then it goes on, whatever it held: the resolver is one the policy allows, and the client's
+  // flows are what the policy judges.
+  pc_packet answer{};
+  if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &answer) != PC_DROP_NONE) {
+    ++stats_.dns_malformed;
+  } else if (policy_ && answer.proto == kTcp) {
+    learn_from_tcp_answer(answer, frame);
+  } else if (policy_) {
+    const std::optional<size_t> made = learn_from_message(bindings_, *policy_, payload_of(answer, frame),
+                                                          address_of(answer.dst, answer.family), monotonic_ns());
+    ++(made ? stats_.dns_answers : stats_.dns_malformed);
+    stats_.dns_bindings = bindings_.size();
+  }
+  if (bound_names_) stats_.bound_names = bound_names_->size();
+  std::vector<uint8_t> bytes(frame.begin(), frame.end());
+  if (std::string problem =
+          reinjector_.pass_answer(header.ifindex, bytes, header.gso_size, header.path == PC_PUNT_ANSWER_EGRESS);
+      !problem.empty()) {
+    ++stats_.send_errors;
+    error(problem);
+  }
+  record_elapsed(header.timestamp_ns, stats_.answer_hold_us, stats_.answer_hold_sum_us);
+}
+
 void PuntHandler::learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame) {
   const DnsTcpAnswers::Learned learned = tcp_answers_.add(bindings_, *policy_, pkt, frame, monotonic_ns());
   stats_.dns_answers += learned.answers;
@@ -236,22 +292,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     if (denied_sink_) denied_sink_(frame, header.timestamp_ns);
     return;
   }
-  if (header.path == PC_PUNT_ANSWER) {
-    // A copy of a DNS answer on its way to a client: what it binds holds for the client's next flows, which
-    // come through this ring after it.
-    if (!policy_) return;
-    pc_packet answer{};
-    if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &answer) != PC_DROP_NONE || answer.is_fragment) {
-      ++stats_.dns_malformed;
-      return;
-    }
-    if (answer.proto == kTcp) return learn_from_tcp_answer(answer, frame);
-    const std::optional<size_t> made = learn_from_message(bindings_, *policy_, payload_of(answer, frame),
-                                                          address_of(answer.dst, answer.family), monotonic_ns());
-    ++(made ? stats_.dns_answers : stats_.dns_malformed);
-    stats_.dns_bindings = bindings_.size();
-    return;
-  }
+  if (header.path == PC_PUNT_ANSWER || header.path == PC_PUNT_ANSWER_EGRESS) return on_answer(header, frame);
   ++stats_.frames;
   pc_packet pkt{};
   pc_flow_key key{};
@@ -287,11 +328,16 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   if (stats_.held_bytes > settings_.total_hold_bytes) return deny(key, flow, PC_DROP_HOLD_MEMORY, {});
   if (flow.held_bytes > settings_.flow_hold_bytes) return deny(key, flow, PC_DROP_HOLD_LIMIT, {});
   if (pkt.proto == kTcp && (pkt.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN) {
-    // A connection that may be an FTP data connection is held from its SYN: the kernel's expectations say
-    // whether a control connection announced it. (Other SYNs come here only with data: TCP Fast Open.)
+    // Held from its SYN (other SYNs come here only with data: TCP Fast Open): a connection that may be an FTP
+    // data connection, which the kernel's expectations decide, or one the data plane would have allowed to an
+    // address bound to a name a deny rule names, which that address's bound names decide.
     pc_flow state{};
-    if (bpf_map_lookup_elem(flows_fd_, &key, &state) == 0 && state.reason == PC_DROP_AWAITS_EXPECTATION) {
-      return decide_expected(key, flow);
+    const bool known = bpf_map_lookup_elem(flows_fd_, &key, &state) == 0;
+    if (known && state.reason == PC_DROP_AWAITS_EXPECTATION) return decide_expected(key, flow);
+    if (known && state.reason == PC_DROP_BOUND_NAME) {
+      FlowIdentity identity;
+      identity.state = FlowIdentity::State::unknown;
+      return decide(key, flow, identity);
     }
   }
 
@@ -437,13 +483,7 @@ void PuntHandler::count_outcome(std::string_view parser, const FlowIdentity& ide
 
 void PuntHandler::record_latency(const PendingFlow& flow) {
   if (flow.frames.empty()) return;
-  const uint64_t now = monotonic_ns();
-  const uint64_t punted = flow.frames.front().punted_ns;
-  const uint64_t us = now > punted ? (now - punted) / 1000 : 0;
-  size_t bucket = 0;
-  while (bucket < std::size(PuntStats::kLatencyBoundsUs) && us > PuntStats::kLatencyBoundsUs[bucket]) ++bucket;
-  ++stats_.latency_us[bucket];
-  stats_.latency_sum_us += us;
+  record_elapsed(flow.frames.front().punted_ns, stats_.latency_us, stats_.latency_sum_us);
 }
 
 void PuntHandler::forget(const pc_flow_key& key, bool allowed) {
@@ -529,6 +569,10 @@ void PuntHandler::tick() {
   std::erase_if(decided_, [now](const auto& entry) { return entry.second.forget_ns <= now; });
   bindings_.expire(now);
   stats_.dns_bindings = bindings_.size();
+  if (bound_names_) {
+    bound_names_->expire(now);
+    stats_.bound_names = bound_names_->size();
+  }
   if (now > kAnswerStreamIdleNs) tcp_answers_.expire(now - kAnswerStreamIdleNs);
 }
 

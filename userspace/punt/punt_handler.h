@@ -29,6 +29,7 @@
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
 #include "portcullis/punt.h"
+#include "punt/bound_names.h"
 #include "punt/dns_bindings.h"
 #include "punt/flow_identity.h"
 #include "punt/reinjector.h"
@@ -53,9 +54,10 @@ struct PuntStats {
   uint64_t send_errors = 0;    // reinjections the kernel refused
   uint64_t decided = 0;        // flows decided here
   uint64_t timeouts = 0;       // flows denied for showing nothing in time
-  uint64_t dns_answers = 0;    // DNS answers read
+  uint64_t dns_answers = 0;    // DNS answers read (each held until what it binds is installed, then sent on)
   uint64_t dns_malformed = 0;  // copies from port 53 that were no DNS answer that parses
   uint64_t dns_bindings = 0;   // name-to-address bindings held now
+  uint64_t bound_names = 0;    // of their addresses, those in the data plane's pc_bound_names now
   uint64_t dns_queries = 0;    // queries read (dns.filter_queries)
   uint64_t dns_filtered = 0;   // ... answered NXDOMAIN (or reset, over TCP) instead of going on
   uint64_t held_bytes = 0;     // now
@@ -65,6 +67,9 @@ struct PuntStats {
   static constexpr uint64_t kLatencyBoundsUs[] = {50, 100, 200, 500, 1000, 2000, 5000};
   uint64_t latency_us[std::size(kLatencyBoundsUs) + 1] = {};
   uint64_t latency_sum_us = 0;
+  // Time a DNS answer was held, from the data plane taking it to its release, in the same buckets.
+  uint64_t answer_hold_us[std::size(kLatencyBoundsUs) + 1] = {};
+  uint64_t answer_hold_sum_us = 0;
   // What the parsers made of what flows showed, each time they were asked: by parser (tls, http, ssh, quic, dns,
   // or tcp before the first byte said which), outcome (found, need-more, unknown, malformed) and, for
   // malformed, the parser's reason.
@@ -110,6 +115,10 @@ class PuntHandler {
   using ExpectationResolver = std::function<std::optional<ExpectedConnection>(const PendingFlowFacts& facts)>;
   void resolve_expectations(ExpectationResolver resolver) { expectation_resolver_ = std::move(resolver); }
   void observe_bindings(DnsBindings::Observer observer) { bindings_.observe(std::move(observer)); }
+  // Keeps the data plane's pc_bound_names (bound_names.h) from the bindings; what a previous daemon left there
+  // goes, with the bindings it learned. Without it, deny rules to names apply only to the flows the daemon
+  // decides.
+  void keep_bound_names(int bound_names_fd);
   const DnsBindings& bindings() const { return bindings_; }
 
   int fd() const;  // readable (epoll) when punted frames wait
@@ -158,6 +167,7 @@ class PuntHandler {
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
   void describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now) const;
   void inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held);
+  void on_answer(const pc_punt_header& header, std::span<const uint8_t> frame);
   void learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame);
   bool pending_in_data_plane(const pc_flow_key& key);
   void finish_draining();
@@ -187,6 +197,7 @@ class PuntHandler {
   Reinjector reinjector_;
   parsers::QuicInitialDecryptor quic_decryptor_;  // shared by every QUIC flow: keeps recent keys
   DnsBindings bindings_;
+  std::unique_ptr<BoundNameTable> bound_names_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   uint32_t generation_ = 0;
   std::unordered_map<pc_flow_key, PendingFlow, KeyHash, KeyEqual> pending_;

@@ -31,6 +31,12 @@ std::string Reinjector::deliver(uint32_t ifindex, std::span<uint8_t> frame) {
   return send(ifindex, Purpose::deliver, frame, 0);
 }
 
+std::string Reinjector::pass_answer(uint32_t ifindex, std::span<uint8_t> frame, uint16_t gso_size,
+                                    bool taken_at_egress) {
+  if (taken_at_egress) return send(ifindex, Purpose::bypass, frame, gso_size);
+  return send(ifindex, mode_ == policy::Mode::host ? Purpose::deliver : Purpose::release, frame, gso_size);
+}
+
 std::string Reinjector::send(uint32_t ifindex, Purpose purpose, std::span<uint8_t> frame, uint16_t gso_size) {
   std::string error;
   const int fd = socket_for(ifindex, purpose, error);
@@ -62,7 +68,9 @@ int Reinjector::socket_for(uint32_t ifindex, Purpose purpose, std::string& error
   };
   const int on = 1;
   if (::setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof(on)) != 0) return fail("PACKET_VNET_HDR");
-  if (purpose == Purpose::deliver) {
+  if (purpose == Purpose::bypass) {
+    if (::setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &on, sizeof(on)) != 0) return fail("PACKET_QDISC_BYPASS");
+  } else if (purpose == Purpose::deliver) {
     // Gateway: out of the inside interface, unmarked, straight to the client. Host: up the local stack.
     const uint32_t mark = mode_ == policy::Mode::host ? PC_DELIVER_MARK : 0;
     if (mark != 0 && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) return fail("SO_MARK");

@@ -60,12 +60,15 @@ class KernelDataPlane final : public ReplayDataPlane {
 
   void reset() override {
     clear_map(objects_->flows_map(), sizeof(pc_flow_key));
+    clear_map(objects_->bound_names_map(), sizeof(pc_bound_key));
     ring_buffer__consume(ring_);
   }
 
   // The kernel keeps its own clock: the heartbeat is its now, and flow times are the kernel's.
-  void set_clock(uint64_t /*capture_ns*/) override {
-    const pc_punt_config config{.heartbeat_ns = punt::monotonic_ns(),
+  void set_clock(uint64_t capture_ns) override {
+    capture_ns_ = capture_ns;
+    kernel_ns_ = punt::monotonic_ns();
+    const pc_punt_config config{.heartbeat_ns = kernel_ns_,
                                 .flow_hold_bytes = kReplayFlowHoldBytes,
                                 .rate_per_sec = kReplayPuntRate,
                                 .burst = kReplayPuntBurst,
@@ -97,6 +100,14 @@ class KernelDataPlane final : public ReplayDataPlane {
     value.generation = generation_;
     value.held_bytes = 0;
     return bpf_map_update_elem(objects_->flows_map(), &key, &value, BPF_EXIST) == 0;
+  }
+
+  bool set_bound_name(const pc_bound_key& key, const pc_bound_name* name) override {
+    if (name == nullptr) return bpf_map_delete_elem(objects_->bound_names_map(), &key) == 0 || errno == ENOENT;
+    // The binding's end, from the capture's clock to the kernel's.
+    pc_bound_name value = *name;
+    value.expires_ns = kernel_ns_ + (name->expires_ns > capture_ns_ ? name->expires_ns - capture_ns_ : 0);
+    return bpf_map_update_elem(objects_->bound_names_map(), &key, &value, BPF_ANY) == 0;
   }
 
  private:
@@ -135,6 +146,8 @@ class KernelDataPlane final : public ReplayDataPlane {
   ring_buffer* ring_ = nullptr;
   uint32_t generation_ = 0;
   size_t punts_ = 0;
+  uint64_t capture_ns_ = 0;  // the capture's time of the packet running, and the kernel's then
+  uint64_t kernel_ns_ = 0;
 };
 
 }  // namespace

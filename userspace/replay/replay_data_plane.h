@@ -10,6 +10,7 @@
 #include <span>
 
 #include "dataplane/policy_tables.h"
+#include "portcullis/bound_names.h"
 #include "portcullis/flow.h"
 
 namespace portcullis::replay {
@@ -31,6 +32,9 @@ class ReplayDataPlane {
   virtual std::optional<pc_flow> flow(const pc_flow_key& key) = 0;
   // Installs the verdict the daemon decided for a pending flow; false when the flow is gone.
   virtual bool set_verdict(const pc_flow_key& key, uint8_t verdict, uint32_t rule_id, uint32_t reason) = 0;
+  // What the daemon writes to pc_bound_names (punt::BoundNameTable), `name` null to delete; its expiry on the
+  // capture's clock. False when the write failed.
+  virtual bool set_bound_name(const pc_bound_key& key, const pc_bound_name* name) = 0;
 };
 
 using ReplayDataPlaneFactory = std::function<std::unique_ptr<ReplayDataPlane>(dataplane::PolicyTables tables)>;

@@ -19,6 +19,7 @@
 #include "portcullis/compat.h"
 #include "portcullis/drop_reasons.h"
 #include "portcullis/parse.h"
+#include "punt/bound_names.h"
 #include "punt/dns_bindings.h"
 #include "punt/flow_identity.h"
 #include "replay/capture_reader.h"
@@ -90,11 +91,15 @@ class UserspaceDataPlane final : public ReplayDataPlane {
   bool set_verdict(const pc_flow_key& key, uint8_t verdict, uint32_t rule_id, uint32_t reason) override {
     return path_.set_verdict(key, verdict, rule_id, reason);
   }
+  bool set_bound_name(const pc_bound_key& key, const pc_bound_name* name) override {
+    path_.set_bound_name(key, name);
+    return true;
+  }
 
  private:
   static PlaneOutcome outcome(const dataplane::PacketOutcome& out) {
-    return {out.action == dataplane::kActionPass || out.action == dataplane::kActionMirror,
-            out.action == dataplane::kActionPunt};
+    return {out.action == dataplane::kActionPass,
+            out.action == dataplane::kActionPunt || out.action == dataplane::kActionHoldAnswer};
   }
 
   dataplane::PolicyTables tables_;
@@ -111,11 +116,23 @@ std::unique_ptr<ReplayDataPlane> make_userspace_data_plane(dataplane::PolicyTabl
 class Replayer::Capture {
  public:
   Capture(const Replayer& owner, std::string name, ReplayDataPlane& plane)
-      : owner_(owner), name_(std::move(name)), path_(plane) {
+      : owner_(owner),
+        name_(std::move(name)),
+        path_(plane),
+        bound_names_([&plane](const pc_bound_key& key, const pc_bound_name* bound) {
+          return plane.set_bound_name(key, bound);
+        }) {
     path_.reset();
     const policy::DnsSettings& dns = owner.policy_->policy().dns;
     bindings_.set_limits({.min_ttl = dns.min_ttl, .max_ttl = dns.max_ttl, .max_bindings = 1 << 18});
+    bound_names_.set_policy(owner.policy_, bindings_);
+    bindings_.observe([this](std::optional<size_t> group, const std::vector<std::string>& names,
+                             const policy::IpAddress& address, uint32_t /*ttl*/,
+                             uint64_t expires_ns) { bound_names_.on_bound(group, names, address, expires_ns); });
   }
+  ~Capture() { bound_names_.set_policy(nullptr, punt::DnsBindings()); }  // the next capture starts afresh
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
 
   void packet(const CapturedPacket& packet, ReplayStats& stats) {
     ++stats.packets;
@@ -151,12 +168,12 @@ class Replayer::Capture {
     ++flow.report.packets;
     flow.report.bytes += packet.wire_length;
     if (!from_initiator) {
-      // A DNS answer binds names to addresses, as the data plane's copy of it does live: over UDP one per
-      // datagram, over TCP message by message as the stream completes them.
-      if (pkt.sport == PC_DNS_PORT && pkt.proto == kUdp && outcome.passed) {
+      // A DNS answer binds names to addresses, as the daemon reads it live while the data plane holds it: over
+      // UDP one per datagram, over TCP message by message as the stream completes them.
+      if (pkt.sport == PC_DNS_PORT && pkt.proto == kUdp && outcome.punted) {
         (void)punt::learn_from_message(bindings_, *owner_.policy_, payload_of(pkt, frame),
                                        address_of(pkt.dst, pkt.family), now_);
-      } else if (pkt.sport == PC_DNS_PORT && pkt.proto == kTcp && outcome.passed) {
+      } else if (pkt.sport == PC_DNS_PORT && pkt.proto == kTcp && outcome.punted) {
         (void)tcp_answers_.add(bindings_, *owner_.policy_, pkt, frame, now_);
       }
       return;
@@ -164,6 +181,11 @@ class Replayer::Capture {
     if (outcome.punted) flow.punted = true;
     const std::optional<pc_flow> state = outcome.punted ? path_.flow(key) : std::nullopt;
     identify(flow, pkt, frame, state && state->verdict == PC_VERDICT_INSPECT);
+    // Held from its SYN for the names its address is bound to, which decide it there (as the daemon does).
+    if (state && state->reason == PC_DROP_BOUND_NAME && pkt.proto == kTcp &&
+        flow.identity.state == FlowIdentity::State::need_more) {
+      flow.identity.state = FlowIdentity::State::unknown;
+    }
     settle(key, flow);
   }
 
@@ -362,6 +384,7 @@ class Replayer::Capture {
   std::string name_;
   ReplayDataPlane& path_;
   punt::DnsBindings bindings_;
+  punt::BoundNameTable bound_names_;
   punt::DnsTcpAnswers tcp_answers_;
   parsers::QuicInitialDecryptor decryptor_;
   static constexpr uint32_t kPassed = 0xfffffffe;   // fates_: a packet of no flow, passed

@@ -193,7 +193,7 @@ groups:
   EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40030, "198.18.0.10", 8042, 6))->verdict, PC_VERDICT_DENY);
 }
 
-TEST_F(UserspaceDataPathTest, UnderFilterQueriesEveryQueryIsReadAndEveryAnswerCopied) {
+TEST_F(UserspaceDataPathTest, UnderFilterQueriesEveryQueryIsReadAndEveryAnswerHeld) {
   write_policy(R"(version: 1
 defaults: {action: deny}
 dns: {resolvers: [198.18.0.53]}
@@ -209,8 +209,8 @@ groups:
   ASSERT_NE(flow, nullptr);
   EXPECT_EQ(flow->verdict, PC_VERDICT_INSPECT);
   EXPECT_EQ(inside(query).action, kActionPunt) << "the next query on the flow too";
-  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40100)).action, kActionMirror);
-  // Without filtering, the resolver flow is simply allowed; its answers are still copied.
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40100)).action, kActionHoldAnswer);
+  // Without filtering, the resolver flow is simply allowed; its answers are still held.
   write_policy(R"(version: 1
 defaults: {action: deny}
 dns: {resolvers: [198.18.0.53], filter_queries: false}
@@ -219,7 +219,7 @@ groups:
 )",
                policy::Mode::gateway);
   EXPECT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40101, 53)), kPass);
-  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40101)).action, kActionMirror);
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40101)).action, kActionHoldAnswer);
 }
 
 TEST_F(UserspaceDataPathTest, PendingFlowsAreDeniedPastEveryHoldBound) {

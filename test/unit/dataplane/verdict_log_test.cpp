@@ -164,17 +164,18 @@ TEST(CountersJson, NamesTheSlotsAndOnlyTheDropsThatHappened) {
 
 TEST(PlanAttachments, GatewayWithoutXdpPutsOnlyTcOnTheInside) {
   const auto plan = plan_attachments(policy::Mode::gateway, {"in0"}, {"out0"}, XdpMode::off);
-  ASSERT_EQ(plan.size(), 3u);
+  ASSERT_EQ(plan.size(), 4u);
   EXPECT_EQ(plan[0].point, AttachPoint::tc_ingress);
   EXPECT_EQ(plan[0].program, DataPlaneProgram::inside);
   EXPECT_EQ(plan[1].point, AttachPoint::tc_egress);
   EXPECT_EQ(plan[1].program, DataPlaneProgram::reinject);
   EXPECT_EQ(plan[2].iface, "out0");
+  EXPECT_EQ(plan[3].iface, "out0");
 }
 
 TEST(PlanAttachments, GatewayPutsXdpAndTcOnTheInsideAndTcOnTheOutside) {
   const auto plan = plan_attachments(policy::Mode::gateway, {"in0", "in1"}, {"out0"}, XdpMode::native);
-  ASSERT_EQ(plan.size(), 7u);
+  ASSERT_EQ(plan.size(), 8u);
   EXPECT_EQ(plan[0].iface, "in0");
   EXPECT_EQ(plan[0].point, AttachPoint::xdp);
   EXPECT_EQ(plan[0].program, DataPlaneProgram::xdp);
@@ -186,6 +187,10 @@ TEST(PlanAttachments, GatewayPutsXdpAndTcOnTheInsideAndTcOnTheOutside) {
   EXPECT_EQ(plan[6].iface, "out0");
   EXPECT_EQ(plan[6].point, AttachPoint::tc_ingress);
   EXPECT_EQ(plan[6].program, DataPlaneProgram::outside);
+  // Held DNS answers go back in through the outside interface's egress.
+  EXPECT_EQ(plan[7].iface, "out0");
+  EXPECT_EQ(plan[7].point, AttachPoint::tc_egress);
+  EXPECT_EQ(plan[7].program, DataPlaneProgram::reinject);
 }
 
 TEST(PlanAttachments, AMasqueradingGatewayWatchesAnswersOnTheInsideAndNothingOnTheOutside) {
