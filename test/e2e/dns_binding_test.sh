@@ -3,7 +3,10 @@
 # DNS gave that name. dnsmasq in inet (on IPv4 and IPv6) answers A, AAAA and a CNAME chain; the gateway's data
 # plane copies the answers to the daemon, which binds the names (every name of a chain) to their addresses. curl then reaches
 # allowed.test over IPv4 and IPv6 and alias.test (a CNAME), and `curl --resolve allowed.test:443:<another
-# address>` (SNI spoofing) and a name never resolved are denied as no-dns-binding.
+# address>` (SNI spoofing) and a name never resolved are denied as no-dns-binding. Then a blocklist (default
+# allow, deny rules of tcp, udp and icmp to evil.test): evil.test's address is reachable until an answer binds
+# it, refused from the very next flow (answers are held until the binding is in the data plane), and reachable
+# again once the binding expires.
 # Usage: dns_binding_test.sh SOURCE_DIR BUILD_DIR   (root; exit 77 = skipped)
 set -euo pipefail
 src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
@@ -30,11 +33,14 @@ topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interf
   --listen-address="$INET_DNS_V4" --listen-address="$INET_DNS_V6" --log-queries --log-facility=- \
   --address="/allowed.test/$INET_ALLOWED_V4" --address="/allowed.test/$INET_ALLOWED_V6" \
   --host-record="cdn.test,$INET_ALLOWED_V4" --cname=alias.test,cdn.test \
-  --address="/time.test/$INET_ALLOWED_V4" --address="/git.test/$INET_ALLOWED_V4"
+  --address="/time.test/$INET_ALLOWED_V4" --address="/git.test/$INET_ALLOWED_V4" \
+  --address="/evil.test/$INET_EVIL_V4"
 topo_wait_port inet udp "$INET_DNS_V4" 53
 topo_set_resolver client "$INET_DNS_V4"
 topo_serve_udp_echo inet "$INET_ALLOWED_V4" 123
 topo_serve_tcp_echo inet "$INET_ALLOWED_V4" 22
+topo_serve_udp_echo inet "$INET_EVIL_V4" 123
+topo_serve_tcp_echo inet "$INET_EVIL_V4" 22
 
 https_get() {  # https_get URL [curl options]: the status code
   local url=$1
@@ -118,4 +124,29 @@ expect_fail "and never reaches the resolver" grep -q "evil\.test" "$dnsmasq_log"
 
 pc_stop
 expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9]'
+
+echo "== a blocklist: deny rules of L4 protocols to a name hold against what the default allows"
+https_evil() { https_get "https://$INET_EVIL_V4/"; }
+pc_start gw blocklist --policy "$src_dir/test/e2e/policies/dns_blocklist.yaml" --mode gateway \
+  --inside "$GW_INSIDE" --outside "$GW_OUTSIDE"
+expect_eq "evil.test's address, never resolved, is allowed by default" "$(https_evil)" 200
+expect_match "udp to it too" "$(topo_udp_roundtrip client "$INET_EVIL_V4" 123 tick)" "tick"
+expect_ok "and ping" in_ns client ping -c 1 -W 2 "$INET_EVIL_V4"
+# No pause between the answer and the flows: the answer is held until its binding is in the data plane.
+expect_eq "once dig evil.test has bound it, https to the address is refused at once" \
+  "$(in_ns client dig +short +time=2 +tries=1 evil.test A) $(https_evil)" "$INET_EVIL_V4 000"
+expect_log "... by the tcp rule to evil.test" "\"dst\":\"$INET_EVIL_V4\"" '"dport":443' '"verdict":"deny"' \
+  '"rule":"no-evil-tls"'
+in_ns client dig +short +time=2 +tries=1 evil.test A >/dev/null
+expect_fail "udp to it is refused" \
+  env TOPO_UDP_TIMEOUT=2 bash -c ". '$src_dir/test/e2e/lib/topology.sh'; TOPO_PREFIX='$TOPO_PREFIX'; topo_udp_roundtrip client $INET_EVIL_V4 123 tock"
+expect_ok "ping is refused at once" pc_ping_refused client "$INET_EVIL_V4"
+expect_match "a port no deny rule names is still allowed" \
+  "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_EVIL_V4:22")" "^SSH-2.0"
+expect_eq "allowed.test is not touched" "$(https_get https://allowed.test/)" 200
+sleep 3.5  # max_ttl: 3
+expect_eq "once the binding has expired, the address is allowed again" "$(https_evil)" 200
+pc_stop
+expect_match "every answer was held, then sent on" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9].*"answer_hold":\{'
+
 report

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end: `portcullis run --mode host` inside the client namespace on its own uplink polices what the
 # client sends (TCP and ping over IPv4 and IPv6: allowed, refused at once), not what comes in: a connection
-# from inet to a listener in the client works. SIGTERM takes everything off and removes the pins.
+# from inet to a listener in the client works. DNS answers reach the host through the daemon, which holds each
+# until what it binds is in the data plane: once evil.test resolves to the allowed address, a deny rule to
+# evil.test refuses it. SIGTERM takes everything off and removes the pins.
 # Usage: host_mode_test.sh SOURCE_DIR BUILD_DIR   (root; exit 77 = skipped)
 set -euo pipefail
 src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
@@ -11,7 +13,7 @@ build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR}
 . "$src_dir/test/e2e/lib/topology.sh"
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
-topo_skip_unless_ready ip ss socat nc ping setsid timeout nsenter tc bpftool
+topo_skip_unless_ready ip ss socat nc ping setsid timeout nsenter tc bpftool dnsmasq dig
 PC_BIN=$build_dir/userspace/portcullis
 PC_TCX_PROGRAMS=$build_dir/test/portcullis_tcx_programs
 [ -x "$PC_TCX_PROGRAMS" ] || { echo "FAIL: $PC_TCX_PROGRAMS is not built"; exit 1; }
@@ -25,6 +27,9 @@ done
 topo_serve_tcp_echo client "$CLIENT_V4" 2222
 topo_serve_tcp_echo client "$CLIENT_V6" 2222
 topo_serve_udp_echo client "$CLIENT_V4" 5000
+topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces --listen-address="$INET_DNS_V4" \
+  --log-facility=- --address="/evil.test/$INET_ALLOWED_V4"
+topo_wait_port inet udp "$INET_DNS_V4" 53
 
 hook=$(pc_tc_hook client "$CLIENT_IF")  # tcx, or tc (clsact) on kernels without TCX
 echo "== host mode (TC programs go on with: $hook)"
@@ -60,6 +65,15 @@ expect_log "log: allow by rule, no group" '"group":null,"proto":"tcp"' "\"dst\":
 expect_log "log: deny by default" "\"dst\":\"$INET_ALLOWED_V6\",\"dport\":9999" \
   '"verdict":"deny","rule":null,"reason":"denied-by-default"'
 expect_fail "log: inbound flows are not egress verdicts" grep -qF '"dport":2222' "$PC_LOG"
+
+echo "== DNS answers, held until they bind"
+expect_eq "dig evil.test: the answer comes up the host's stack" \
+  "$(in_ns client dig +short +time=2 +tries=1 "@$INET_DNS_V4" evil.test A)" "$INET_ALLOWED_V4"
+expect_ok "then tcp/8080 of that address is refused at once: a deny rule names evil.test" \
+  pc_refused_fast client "$INET_ALLOWED_V4" 8080
+expect_log "log: denied by that rule" "\"dst\":\"$INET_ALLOWED_V4\",\"dport\":8080" '"verdict":"deny","rule":"no-evil"'
+expect_eq "the same port over IPv6, which evil.test is not bound to, still passes" \
+  "$(topo_tcp_roundtrip client "$INET_ALLOWED_V6" 8080 still6)" still6
 
 echo "== SIGTERM"
 pc_stop TERM

@@ -2,8 +2,9 @@
 # End-to-end: `run --masquerade`: the gateway NATs its sandboxes through the outside interface (its nftables
 # table), and the internet namespace has no route back to them, so only NATed traffic gets answers. Names are
 # read and enforced as without NAT (the data plane sees answers on the inside, after NAT is undone); servers
-# see the gateway's address; FTP follows through the helper's NAT half, passive and active; SIGTERM takes the NAT
-# away with the table.
+# see the gateway's address; FTP follows through the helper's NAT half, passive and active; DNS answers are held
+# where the data plane meets them, on the inside, until what they bind is in it; SIGTERM takes the NAT away with
+# the table.
 # Usage: masquerade_test.sh SOURCE_DIR BUILD_DIR   (root; exit 77 = skipped)
 set -euo pipefail
 src_dir=${1:?usage: $0 SOURCE_DIR BUILD_DIR}
@@ -13,7 +14,7 @@ build_dir=${2:?usage: $0 SOURCE_DIR BUILD_DIR}
 . "$src_dir/test/e2e/lib/topology.sh"
 # shellcheck source=lib/portcullis.sh
 . "$src_dir/test/e2e/lib/portcullis.sh"
-topo_skip_unless_ready ip socat openssl curl setsid timeout nsenter vsftpd nft
+topo_skip_unless_ready ip socat openssl curl setsid timeout nsenter vsftpd nft dnsmasq dig
 PC_BIN=$build_dir/userspace/portcullis
 pc_trap
 
@@ -32,6 +33,9 @@ topo_wait_port inet tcp "$INET_ALLOWED_V4" 443
 topo_start inet whoami socat "TCP4-LISTEN:9100,bind=$INET_ALLOWED_V4,reuseaddr,fork" 'SYSTEM:echo $SOCAT_PEERADDR'
 topo_wait_port inet tcp "$INET_ALLOWED_V4" 9100
 topo_serve_udp_echo inet "$INET_ALLOWED_V4" 7000
+topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces --listen-address="$INET_DNS_V4" \
+  --log-facility=- --address="/evil.test/$INET_ALLOWED_V4"
+topo_wait_port inet udp "$INET_DNS_V4" 53
 ftp_root=$TOPO_LOG_DIR/ftp
 mkdir -p "$ftp_root" "$TOPO_LOG_DIR/vsftpd-empty"
 chmod 555 "$ftp_root"
@@ -92,6 +96,13 @@ expect_ok "passive" download --ftp-pasv
 expect_ok "active (the server connects to the gateway, NAT sends it on)" download \
   --ftp-port "$CLIENT_V4:40000-40010"
 expect_log "the active data connection is the expected one" "\"src\":\"$INET_FTP_V4\"" '"reason":"expected"'
+
+echo "== DNS answers behind NAT"
+expect_eq "dig evil.test: the answer comes back through the NAT" \
+  "$(in_ns client dig +short +time=2 +tries=1 "@$INET_DNS_V4" evil.test A)" "$INET_ALLOWED_V4"
+expect_fail "then UDP by the rule to that address is refused: a deny rule names evil.test" \
+  env TOPO_UDP_TIMEOUT=2 bash -c ". '$src_dir/test/e2e/lib/topology.sh'; TOPO_PREFIX='$TOPO_PREFIX'; topo_udp_roundtrip client $INET_ALLOWED_V4 7000 pong"
+expect_log "by that rule" '"proto":"udp"' '"dport":7000' '"verdict":"deny","rule":"no-evil"'
 
 echo "== SIGTERM takes the NAT away"
 pc_stop TERM
