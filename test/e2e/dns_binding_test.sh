@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end: with sni_ip_binding: dns (the default), a flow allowed by the name it shows must go to an address
 # DNS gave that name. dnsmasq in inet (on IPv4 and IPv6) answers A, AAAA and a CNAME chain; the gateway's data
-# plane copies the answers to the daemon, which binds the names (every name of a chain) to their addresses. curl then reaches
-# allowed.test over IPv4 and IPv6 and alias.test (a CNAME), and `curl --resolve allowed.test:443:<another
+# plane holds the answers until the daemon has bound the names (every name of a chain) to their addresses. curl then
+# reaches allowed.test over IPv4 and IPv6, alias.test (a CNAME) and hint.test (only an HTTPS record's address
+# hints bind it), and `curl --resolve allowed.test:443:<another
 # address>` (SNI spoofing) and a name never resolved are denied as no-dns-binding. Then a blocklist (default
 # allow, deny rules of tcp, udp and icmp to evil.test): evil.test's address is reachable until an answer binds
 # it, refused from the very next flow (answers are held until the binding is in the data plane), and reachable
@@ -29,12 +30,16 @@ for addr in "$INET_ALLOWED_V4" "$INET_EVIL_V4"; do
 done
 topo_start inet tls-v6 openssl s_server -accept "[$INET_ALLOWED_V6]:443" -cert "$cert" -key "$key" -www -quiet
 topo_wait_port inet tcp "$INET_ALLOWED_V6" 443
+# hint.test HTTPS 1 . ipv4hint=198.18.0.10 ipv6hint=2001:db8::10 (RFC 9460 wire format: priority, the root as
+# target, then keys 4 and 6 with their lengths).
+hint_rdata=00010000040004c612000a0006001020010db8000000000000000000000010
 topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces \
   --listen-address="$INET_DNS_V4" --listen-address="$INET_DNS_V6" --log-queries --log-facility=- \
   --address="/allowed.test/$INET_ALLOWED_V4" --address="/allowed.test/$INET_ALLOWED_V6" \
   --host-record="cdn.test,$INET_ALLOWED_V4" --cname=alias.test,cdn.test \
   --address="/time.test/$INET_ALLOWED_V4" --address="/git.test/$INET_ALLOWED_V4" \
-  --address="/evil.test/$INET_EVIL_V4"
+  --address="/evil.test/$INET_EVIL_V4" \
+  --dns-rr="hint.test,65,$hint_rdata"
 topo_wait_port inet udp "$INET_DNS_V4" 53
 topo_set_resolver client "$INET_DNS_V4"
 topo_serve_udp_echo inet "$INET_ALLOWED_V4" 123
@@ -64,6 +69,16 @@ echo "== SNI spoofing is denied"
 expect_eq "allowed.test's name to evil.test's address" \
   "$(https_get https://allowed.test/ --resolve "allowed.test:443:$INET_EVIL_V4")" 000
 expect_log "... as no-dns-binding" '"dst":"198.18.0.20"' '"name":"allowed.test"' '"reason":"no-dns-binding"'
+
+echo "== HTTPS records' address hints bind"
+expect_eq "hint.test, never resolved, is refused" \
+  "$(https_get https://hint.test/ --resolve "hint.test:443:$INET_ALLOWED_V4")" 000
+expect_match "dig hint.test HTTPS" "$(in_ns client dig +short +time=2 +tries=1 hint.test HTTPS)" "ipv4hint=$INET_ALLOWED_V4"
+expect_eq "then https to the IPv4 hint passes" \
+  "$(https_get https://hint.test/ --resolve "hint.test:443:$INET_ALLOWED_V4")" 200
+expect_eq "and to the IPv6 hint" "$(https_get https://hint.test/ --resolve "hint.test:443:[$INET_ALLOWED_V6]")" 200
+expect_eq "not to another address" "$(https_get https://hint.test/ --resolve "hint.test:443:$INET_EVIL_V4")" 000
+expect_log "allowed through the hint's binding" '"name":"hint.test"' '"verdict":"allow"' '"rule":"hinted"'
 
 echo "== rules of other protocols to a name match through the bindings"
 expect_fail "udp to time.test's address before time.test was resolved" \
