@@ -62,7 +62,16 @@ uint8_t BoundNameTable::denied_protocols(const std::string& name, std::optional<
 void BoundNameTable::add(std::optional<size_t> group, const policy::IpAddress& address, uint8_t l4_mask,
                          uint64_t expires_ns) {
   const pc_bound_key key = key_of(group, address);
-  auto [it, created] = entries_.try_emplace(bytes_of(key), key, pc_bound_name{});
+  std::string bytes = bytes_of(key);
+  if (capacity_ == 0) return;
+  if (entries_.size() >= capacity_ && !entries_.contains(bytes)) {
+    const auto soonest = std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
+      return a.second.second.expires_ns < b.second.second.expires_ns;
+    });
+    write(soonest->second.first, nullptr);
+    entries_.erase(soonest);
+  }
+  auto [it, created] = entries_.try_emplace(std::move(bytes), key, pc_bound_name{});
   pc_bound_name& name = it->second.second;
   const pc_bound_name before = name;
   // One entry stands for every name bound to the address: it covers all their rules until the last ends.

@@ -2,7 +2,8 @@
 // binding of a name that a deny rule applying to the client names through bindings (tcp, udp, icmp, any, ssh,
 // ftp to a name), the address under the client's scope, with those rules' protocols, until the binding ends.
 // Each entry is written while the answer that made it is held, before it goes on. A reload writes the table
-// again from the bindings held, for the new policy's rules.
+// again from the bindings held, for the new policy's rules. Bounded as the map is (an LRU hash of
+// PC_BOUND_NAMES_SIZE entries): past `capacity` the entry that ends soonest goes first.
 #pragma once
 
 #include <cstddef>
@@ -24,7 +25,9 @@ class BoundNameTable {
  public:
   // Writes one entry where the data plane reads it; `name` null deletes it. False when the write failed.
   using Writer = std::function<bool(const pc_bound_key& key, const pc_bound_name* name)>;
-  explicit BoundNameTable(Writer writer) : writer_(std::move(writer)) {}
+  static constexpr size_t kDefaultCapacity = 65536;  // PC_BOUND_NAMES_SIZE
+  explicit BoundNameTable(Writer writer, size_t capacity = kDefaultCapacity)
+      : writer_(std::move(writer)), capacity_(capacity) {}
 
   // The policy whose deny rules say which names count. Deletes every entry, then writes those `bindings` make
   // under it.
@@ -44,6 +47,7 @@ class BoundNameTable {
   void write(const pc_bound_key& key, const pc_bound_name* name);
 
   Writer writer_;
+  size_t capacity_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   std::unordered_map<std::string, std::pair<pc_bound_key, pc_bound_name>> entries_;  // by the key's bytes
   uint64_t write_errors_ = 0;
