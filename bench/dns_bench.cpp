@@ -1,6 +1,8 @@
 // What DNS answers cost the daemon: an answer frame parsed and its bindings made (a CNAME chain to an A
-// record, as dnsmasq sends it), and the lookups a decision makes; then the memory a binding takes, measured
-// from the heap as a table fills (glibc's mallinfo2).
+// record, as dnsmasq sends it), alone and with a deny rule naming the chain's end, whose address goes into the
+// bound-names table (written to a counter here, to the data plane's map live); the lookups a decision makes;
+// then the memory a binding and a bound-names entry take, measured from the heap as a table fills (glibc's
+// mallinfo2).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "policy/policy_loader.h"
+#include "punt/bound_names.h"
 #include "punt/dns_bindings.h"
 #include "support/packet_builder.h"
 
@@ -35,6 +38,7 @@ std::shared_ptr<const policy::CompiledPolicy> sandbox_policy() {
 dns: {resolvers: [198.18.0.53]}
 rules:
   - {name: cdn, dst: .test, proto: https}
+  - {name: no-cdn-ssh, action: deny, dst: cdn.test, proto: ssh}
 groups:
   - {name: sandbox, sources: [10.88.1.0/24]}
 )",
@@ -55,6 +59,26 @@ void BM_LearnFromAnswer(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_LearnFromAnswer);
+
+void BM_LearnFromAnswerIntoBoundNames(benchmark::State& state) {
+  const auto policy = sandbox_policy();
+  const std::vector<uint8_t> frame = answer_frame();
+  punt::DnsBindings bindings;
+  size_t writes = 0;
+  punt::BoundNameTable bound_names([&writes](const pc_bound_key&, const pc_bound_name*) { return ++writes > 0; });
+  bound_names.set_policy(policy, bindings);
+  bindings.observe([&](std::optional<size_t> group, const std::vector<std::string>& names,
+                       const policy::IpAddress& address, uint32_t,
+                       uint64_t expires_ns) { bound_names.on_bound(group, names, address, expires_ns); });
+  uint64_t now = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(punt::learn_from_answer(bindings, *policy, frame, now));
+    now += 1'000'000'000;  // each answer moves the binding's end: a write each time
+  }
+  if (bound_names.size() != 1 || writes == 0) state.SkipWithError("the answer marked nothing");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LearnFromAnswerIntoBoundNames);
 
 void BM_BindingLookup(benchmark::State& state) {
   punt::DnsBindings bindings;
@@ -84,6 +108,29 @@ void BM_MemoryPerBinding(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_MemoryPerBinding)->Arg(100000)->Iterations(1);
+
+// Heap bytes per bound-names entry, a table full of `n` addresses (the data plane's map takes its own).
+void BM_MemoryPerBoundName(benchmark::State& state) {
+  const auto policy = sandbox_policy();
+  for (auto _ : state) {
+    const size_t before = mallinfo2().uordblks;
+    {
+      punt::BoundNameTable bound_names([](const pc_bound_key&, const pc_bound_name*) { return true; },
+                                       static_cast<size_t>(state.range(0)));
+      bound_names.set_policy(policy, punt::DnsBindings());
+      policy::IpAddress address = *policy::IpAddress::parse("100.64.0.0");
+      for (int64_t i = 0; i < state.range(0); ++i) {
+        address.bytes[2] = static_cast<uint8_t>(i >> 8);
+        address.bytes[3] = static_cast<uint8_t>(i);
+        bound_names.on_bound(0, {"cdn.test"}, address, 60'000'000'000);
+      }
+      if (bound_names.size() != static_cast<size_t>(state.range(0))) state.SkipWithError("entries went missing");
+      state.counters["bytes_per_entry"] =
+          static_cast<double>(mallinfo2().uordblks - before) / static_cast<double>(state.range(0));
+    }
+  }
+}
+BENCHMARK(BM_MemoryPerBoundName)->Arg(65536)->Iterations(1);
 
 }  // namespace
 
