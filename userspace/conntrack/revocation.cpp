@@ -65,13 +65,16 @@ Reevaluation reevaluate(const TrackedFlow& flow, const policy::CompiledPolicy& p
   const punt::PendingFlowFacts facts = facts_of(flow);
   const std::optional<size_t> group = policy.group_of(facts.src);
   if (flow.identity) {
-    if (flow.identity->name) {
-      // Its address was bound to the name when it was decided: the binding's expiry does not end the flow.
-      return from(policy, punt::decide_pending_flow(policy, mode, facts, *flow.identity, true));
-    }
     std::vector<std::string> names = bindings.names_of(group, facts.dst, now_ns);
     for (const std::string& name : flow.bound_names) {
       if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+    if (flow.identity->name) {
+      // Its address was bound to the name when it was decided: the binding's expiry does not end the flow. A
+      // deny of its protocol to a name its address is bound to holds all the same.
+      const punt::PendingVerdict verdict = punt::decide_pending_flow(policy, mode, facts, *flow.identity, true);
+      if (!verdict.allow) return from(policy, verdict);
+      return from(policy, punt::denied_by_bound_names(policy, mode, facts, *flow.identity, names).value_or(verdict));
     }
     return from(policy, punt::decide_by_bound_names(policy, mode, facts, *flow.identity, names));
   }

@@ -230,6 +230,33 @@ TEST_F(Reevaluate, AnAddressFlowIsClassifiedAsTheDataPlaneWouldClassifyItNew) {
   EXPECT_EQ(cut.reason, PC_DROP_DENIED_BY_DEFAULT);
 }
 
+TEST_F(Reevaluate, ADenyOfItsProtocolToANameItsAddressIsBoundToCutsAFlowWhateverAllowedIt) {
+  load(R"(version: 1
+defaults: {action: allow, sni_ip_binding: off}
+rules:
+  - {name: kept, dst: 198.18.0.10, proto: tcp, ports: [9001]}
+  - {name: no-evil, action: deny, dst: evil.test, proto: tcp, ports: [9001, 443]}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)");
+  const pc_verdict_event by_address = event(kTcp, "10.88.1.2", 40000, "198.18.0.10", 9001);
+  TrackedFlow named = flow_of(event(kTcp, "10.88.1.2", 40001, "198.18.0.10", 443));
+  named.identity.emplace();
+  named.identity->state = punt::FlowIdentity::State::identified;
+  named.identity->l7 = policy::L7Proto::tls;
+  named.identity->name = "good.test";
+  EXPECT_TRUE(judge(flow_of(by_address)).allow) << "its address is bound to no name";
+  EXPECT_TRUE(judge(named).allow);
+  bindings_.bind(0, {"evil.test"}, *policy::IpAddress::parse("198.18.0.10"), 60, 0);
+  const Reevaluation cut = judge(flow_of(by_address));
+  EXPECT_FALSE(cut.allow);
+  EXPECT_EQ(rule_name(cut.rule_id), "no-evil");
+  const Reevaluation cut_named = judge(named);
+  EXPECT_FALSE(cut_named.allow) << "the name it shows does not save it";
+  EXPECT_EQ(rule_name(cut_named.rule_id), "no-evil");
+  EXPECT_TRUE(judge(flow_of(event(kUdp, "10.88.1.2", 40002, "198.18.0.10", 9001))).allow) << "udp: no deny of it";
+}
+
 TEST_F(Reevaluate, ANamedFlowIsJudgedByTheNameItShowedAndItsBindingThen) {
   load(kReloaded);
   TrackedFlow flow = flow_of(event(kTcp, "10.88.1.2", 40000, "198.18.0.10", 443));
