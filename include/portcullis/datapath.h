@@ -598,8 +598,10 @@ static __always_inline struct pc_outcome pc_datapath_outside(const struct pc_pac
 	}
 	if (flow) {
 		pc_account(flow, direction, len, pkt->tcp_flags);
-		if ((flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_INSPECT) && pkt->sport == PC_DNS_PORT &&
-		    (pkt->proto == 6 || pkt->proto == 17) && pkt->payload_len > 0)
+		/* An answer: from port 53 of a flow the protected side opened, which only a dns rule allows there (a
+		 * flow opened from outside, host mode's inbound, binds nothing). */
+		if ((flow->verdict == PC_VERDICT_ALLOW || flow->verdict == PC_VERDICT_INSPECT) && direction != flow->initiator &&
+		    pkt->sport == PC_DNS_PORT && (pkt->proto == 6 || pkt->proto == 17) && pkt->payload_len > 0)
 			return pc_hold_answer(pkt, len);
 		pc_remember_first_fragment(pkt, flow->verdict, flow->reason);
 		/* A pending flow's server answers the handshake, and may speak first (SSH, SMTP): its

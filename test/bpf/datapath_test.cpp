@@ -19,9 +19,11 @@
 #include "dataplane/policy_map_writer.h"
 #include "dataplane/policy_tables.h"
 #include "policy/policy_loader.h"
+#include "portcullis/bound_names.h"
 #include "portcullis/drop_reasons.h"
 #include "portcullis/expect.h"
 #include "portcullis/flow.h"
+#include "portcullis/policy_maps.h"
 #include "portcullis/punt.h"
 #include "support/data_path_scenario.h"
 #include "support/packet_builder.h"
@@ -114,9 +116,10 @@ class KernelDataPath : public ::testing::Test {
   }
 
   // A daemon that has just shown a sign of life: pending flows' frames are punted to it.
-  void start_daemon_heartbeat() {
+  void start_daemon_heartbeat() { write_daemon_heartbeat(monotonic_now_ns()); }
+  void write_daemon_heartbeat(uint64_t heartbeat_ns) {
     const pc_punt_config config{
-        .heartbeat_ns = monotonic_now_ns(), .flow_hold_bytes = 65536, .rate_per_sec = 100, .burst = 10};
+        .heartbeat_ns = heartbeat_ns, .flow_hold_bytes = 65536, .rate_per_sec = 100, .burst = 10};
     const uint32_t zero = 0;
     ASSERT_EQ(bpf_map_update_elem(objects_->punt_config_map(), &zero, &config, BPF_ANY), 0);
   }
@@ -615,6 +618,134 @@ TEST_F(KernelFtpDataPath, GatewayDropsAnInboundSynNoExpectationAnnouncedAsUnsoli
   EXPECT_EQ(outside(tcp4(kFtpServer, kFtpClient, 20, 50070)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counter(PC_DROP_UNSOLICITED_INBOUND), 1u);
   EXPECT_FALSE(find_flow(flow_key(kFtpServer, 20, kFtpClient, 50070, test::kProtoTcp)).has_value());
+}
+
+// The one frame in the punt ring, behind its header.
+struct PuntedFrame {
+  pc_punt_header header{};
+  Bytes frame;
+};
+std::optional<PuntedFrame> only_punted(const std::vector<Bytes>& records) {
+  if (records.size() != 1 || records[0].size() < sizeof(pc_punt_header)) return std::nullopt;
+  PuntedFrame punted;
+  std::memcpy(&punted.header, records[0].data(), sizeof(punted.header));
+  punted.frame.assign(records[0].begin() + sizeof(pc_punt_header), records[0].end());
+  return punted;
+}
+
+// pc_bound_names (include/portcullis/bound_names.h): the default allows, and the daemon may have bound an
+// address to a name a deny rule names.
+constexpr const char* kAllowingPolicy = R"(version: 1
+defaults: {action: allow}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)";
+
+pc_bound_key bound_key(const char* address, uint32_t scope) {
+  pc_bound_key key{};
+  key.addr = ipv4_pc_addr(address);
+  key.scope = scope;
+  key.family = PC_FAMILY_IPV4;
+  return key;
+}
+
+TEST_F(KernelDataPath, AnAllowedSynToAnAddressBoundToADeniedNameIsHeldPendingForTheDaemon) {
+  write_policy(kAllowingPolicy, policy::Mode::gateway);
+  start_daemon_heartbeat();
+  // Bound to nothing yet: allowed outright.
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40400, 443)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(find_flow(flow_key("10.88.1.2", 40400, "198.18.0.10", 443, 6)).value_or(pc_flow{}).verdict,
+            PC_VERDICT_ALLOW);
+
+  const pc_bound_key key = bound_key("198.18.0.10", dataplane::group_scope(0));
+  pc_bound_name bound{.expires_ns = monotonic_now_ns() + 60'000'000'000, .l4_mask = PC_L4_TCP, .pad = {}};
+  ASSERT_EQ(bpf_map_update_elem(objects_->bound_names_map(), &key, &bound, BPF_ANY), 0) << strerror(errno);
+  const Bytes syn = tcp4("10.88.1.2", "198.18.0.10", 40401, 443);
+  // Stolen whole (a redirect to no device), not rewritten into a reset.
+  const RunResult r = run_with_mark(objects_->inside_program(), syn, 0, /*ingress=*/true);
+  EXPECT_EQ(r.retval, static_cast<uint32_t>(kTcActRedirect));
+  EXPECT_EQ(counter(PC_COUNTER_PUNTED), 1u);
+  EXPECT_EQ(counter(PC_COUNTER_REJECT_SENT), 0u);
+  const std::optional<pc_flow> flow = find_flow(flow_key("10.88.1.2", 40401, "198.18.0.10", 443, 6));
+  ASSERT_TRUE(flow.has_value());
+  EXPECT_EQ(flow->verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(flow->reason, static_cast<uint32_t>(PC_DROP_BOUND_NAME));
+  EXPECT_EQ(flow->rule_id, PC_RULE_NONE);
+  EXPECT_EQ(flow->held_bytes, syn.size());
+  const std::optional<PuntedFrame> punted = only_punted(take_punted_records());
+  ASSERT_TRUE(punted.has_value());
+  EXPECT_EQ(punted->header.path, PC_PUNT_INGRESS);
+  EXPECT_EQ(punted->frame, syn);
+
+  // A binding that has ended holds nothing back. (A second ago: the data plane reads the coarse clock.)
+  bound.expires_ns = monotonic_now_ns() - 1'000'000'000;
+  ASSERT_EQ(bpf_map_update_elem(objects_->bound_names_map(), &key, &bound, BPF_ANY), 0) << strerror(errno);
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40402, 443)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(find_flow(flow_key("10.88.1.2", 40402, "198.18.0.10", 443, 6)).value_or(pc_flow{}).verdict,
+            PC_VERDICT_ALLOW);
+}
+
+TEST_F(KernelDataPath, ABoundAddressHoldsOnlyItsScopesFlowsOfItsProtocols) {
+  write_policy(kAllowingPolicy, policy::Mode::gateway);
+  start_daemon_heartbeat();
+  const pc_bound_name udp_only{.expires_ns = monotonic_now_ns() + 60'000'000'000, .l4_mask = PC_L4_UDP, .pad = {}};
+  const pc_bound_key sandbox = bound_key("198.18.0.10", dataplane::group_scope(0));
+  ASSERT_EQ(bpf_map_update_elem(objects_->bound_names_map(), &sandbox, &udp_only, BPF_ANY), 0) << strerror(errno);
+  const pc_bound_name tcp{.expires_ns = monotonic_now_ns() + 60'000'000'000, .l4_mask = PC_L4_TCP, .pad = {}};
+  const pc_bound_key top_level = bound_key("198.18.0.10", PC_SCOPE_TOP_LEVEL);
+  ASSERT_EQ(bpf_map_update_elem(objects_->bound_names_map(), &top_level, &tcp, BPF_ANY), 0) << strerror(errno);
+
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40410, 443)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(find_flow(flow_key("10.88.1.2", 40410, "198.18.0.10", 443, 6)).value_or(pc_flow{}).verdict,
+            PC_VERDICT_ALLOW);
+  EXPECT_EQ(inside(udp4("10.88.1.2", "198.18.0.10", 40411, 443)).retval, static_cast<uint32_t>(kTcActRedirect));
+  EXPECT_EQ(find_flow(flow_key("10.88.1.2", 40411, "198.18.0.10", 443, 17)).value_or(pc_flow{}).reason,
+            static_cast<uint32_t>(PC_DROP_BOUND_NAME));
+}
+
+// The sandbox's resolver flow is allowed; its answers wait for the daemon.
+constexpr const char* kResolverPolicy = R"(version: 1
+defaults: {action: deny}
+dns: {resolvers: [198.18.0.53], filter_queries: false}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)";
+
+TEST_F(KernelDataPath, ADnsAnswerIsHeldForTheDaemonAndDroppedWithoutOne) {
+  write_policy(kResolverPolicy, policy::Mode::gateway);
+  ASSERT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40420, 53)).retval, static_cast<uint32_t>(TC_ACT_OK));
+  const Bytes answer = udp4("198.18.0.53", "10.88.1.2", 53, 40420);
+  const int outside_program = objects_->outside_program();
+
+  // No daemon has ever written its heartbeat: dropped, and the client asks again.
+  EXPECT_EQ(run_with_mark(outside_program, answer, 0, /*ingress=*/true).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(PC_DROP_NO_DAEMON), 1u);
+  EXPECT_TRUE(take_punted_records().empty());
+
+  // A live daemon: taken out of the path, whole, into the punt ring.
+  start_daemon_heartbeat();
+  EXPECT_EQ(run_with_mark(outside_program, answer, 0, /*ingress=*/true).retval, static_cast<uint32_t>(kTcActRedirect));
+  std::optional<PuntedFrame> punted = only_punted(take_punted_records());
+  ASSERT_TRUE(punted.has_value());
+  EXPECT_EQ(punted->header.path, PC_PUNT_ANSWER);
+  EXPECT_EQ(punted->header.ifindex, 1u);
+  EXPECT_EQ(punted->frame, answer);
+  // Taken leaving towards the client (a masquerading gateway's inside egress), it says so.
+  EXPECT_EQ(run_with_mark(outside_program, answer, 0, /*ingress=*/false).retval, static_cast<uint32_t>(kTcActRedirect));
+  punted = only_punted(take_punted_records());
+  ASSERT_TRUE(punted.has_value());
+  EXPECT_EQ(punted->header.path, PC_PUNT_ANSWER_EGRESS);
+  EXPECT_EQ(counter(PC_COUNTER_PUNTED), 2u);
+  // Released by the daemon, turned round into the outside interface's ingress: it goes on.
+  EXPECT_EQ(run_with_mark(outside_program, answer, PC_REINJECT_MARK, /*ingress=*/true).retval,
+            static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(counter(PC_COUNTER_REINJECTED), 1u);
+
+  // A daemon whose heartbeat stopped is as good as none.
+  write_daemon_heartbeat(monotonic_now_ns() - 3'000'000'000);
+  EXPECT_EQ(run_with_mark(outside_program, answer, 0, /*ingress=*/true).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(PC_DROP_NO_DAEMON), 2u);
+  EXPECT_TRUE(take_punted_records().empty());
 }
 
 }  // namespace

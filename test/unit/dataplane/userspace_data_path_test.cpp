@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <iterator>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -18,8 +20,8 @@
 namespace portcullis::dataplane {
 
 void PrintTo(const PacketOutcome& outcome, std::ostream* os) {
-  static const char* const kActions[] = {"pass", "drop", "reject"};
-  *os << (outcome.action < 3 ? kActions[outcome.action] : "?") << " ("
+  static const char* const kActions[] = {"pass", "drop", "reject", "punt", "hold-answer"};
+  *os << (outcome.action < std::size(kActions) ? kActions[outcome.action] : "?") << " ("
       << pc_drop_reason_name(static_cast<pc_drop_reason>(outcome.reason)) << ")";
 }
 
@@ -380,6 +382,173 @@ TEST_F(UserspaceDataPathTest, InstancesKeepTheirOwnState) {
   EXPECT_EQ(other.counter(PC_DROP_DENIED_BY_RULE), 1u);
   EXPECT_EQ(path_->flow_count(), 1u);
   EXPECT_EQ(other.flow_count(), 1u);
+}
+
+// DNS answers (include/portcullis/punt.h): the sandbox's resolver flow is allowed, and its answers are held for
+// the daemon while it lives.
+constexpr const char* kResolverPolicy = R"(version: 1
+defaults: {action: deny}
+dns: {resolvers: [198.18.0.53], filter_queries: false}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)";
+constexpr uint64_t kNow = 5'000'000'000;
+constexpr uint64_t kDaemonStaleNs = 2'000'000'000;
+
+pc_punt_config live_daemon(uint64_t heartbeat_ns, uint32_t burst = 10) {
+  return {.heartbeat_ns = heartbeat_ns, .flow_hold_bytes = 65536, .rate_per_sec = 0, .burst = burst};
+}
+
+// A fragment of a UDP answer 198.18.0.53:53 -> 10.88.1.2:`dport`; the first (offset 0) carries the header.
+Bytes answer_fragment(uint16_t id, uint16_t offset, bool more, uint16_t dport) {
+  PacketBuilder b;
+  b.ipv4({.src = test::ipv4_address("198.18.0.53"),
+          .dst = test::ipv4_address("10.88.1.2"),
+          .id = id,
+          .more_fragments = more,
+          .fragment_offset = offset});
+  if (offset == 0) {
+    b.udp({.sport = 53, .dport = dport, .payload = Bytes(32, 0xab), .length = 1000});
+  } else {
+    b.l4({.protocol = test::kProtoUdp, .bytes = Bytes(64, 0xcd)});
+  }
+  return b.frame();
+}
+
+TEST_F(UserspaceDataPathTest, ADnsAnswerIsHeldWhileTheDaemonLivesAndDroppedWithoutIt) {
+  write_policy(kResolverPolicy, policy::Mode::gateway);
+  path_->set_now_ns(kNow);
+  ASSERT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40200, 53)), kPass);
+  const Bytes answer = udp4("198.18.0.53", "10.88.1.2", 53, 40200);
+  // No daemon configured: the answer is dropped, and the client asks again.
+  EXPECT_EQ(outside(answer), drop(PC_DROP_NO_DAEMON));
+  EXPECT_EQ(counter(PC_DROP_NO_DAEMON), 1u);
+  path_->set_punt_config(live_daemon(kNow));
+  EXPECT_EQ(outside(answer), (PacketOutcome{kActionHoldAnswer, PC_DROP_NONE}));
+  // A heartbeat as old as the bound still counts; older does not.
+  path_->set_now_ns(kNow + kDaemonStaleNs);
+  EXPECT_EQ(outside(answer).action, kActionHoldAnswer);
+  path_->set_now_ns(kNow + kDaemonStaleNs + 1);
+  EXPECT_EQ(outside(answer), drop(PC_DROP_NO_DAEMON));
+  EXPECT_EQ(counter(PC_DROP_NO_DAEMON), 2u);
+  // The flow itself stands: only its answers wait for the daemon.
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40200, "198.18.0.53", 53, 17))->verdict, PC_VERDICT_ALLOW);
+}
+
+TEST_F(UserspaceDataPathTest, OnlyAFlowTheProtectedSideOpenedGetsAnswers) {
+  write_policy(kResolverPolicy, policy::Mode::host);
+  path_->set_now_ns(kNow);
+  path_->set_punt_config(live_daemon(kNow));
+  // Host mode admits a flow from outside; from port 53 it is still no answer to anything the host asked.
+  const Bytes from_outside = udp4("198.18.0.20", "10.88.1.2", 53, 40300);
+  EXPECT_EQ(outside(from_outside), kPass);
+  EXPECT_EQ(outside(from_outside), kPass) << "its next datagram is not held as an answer either";
+  ASSERT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40301, 53)), kPass);
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40301)).action, kActionHoldAnswer);
+}
+
+TEST_F(UserspaceDataPathTest, AFragmentedDnsAnswerIsDroppedWithItsLaterFragments) {
+  write_policy(kResolverPolicy, policy::Mode::gateway);
+  path_->set_now_ns(kNow);
+  path_->set_punt_config(live_daemon(kNow));
+  ASSERT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40201, 53)), kPass);
+  EXPECT_EQ(outside(answer_fragment(21, 0, true, 40201)), drop(PC_DROP_ANSWER_FRAGMENTED));
+  EXPECT_EQ(outside(answer_fragment(21, 5, false, 0)), drop(PC_DROP_ANSWER_FRAGMENTED));
+  EXPECT_EQ(counter(PC_DROP_ANSWER_FRAGMENTED), 2u);
+  // Whole answers on the same flow are still held.
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.2", 53, 40201)).action, kActionHoldAnswer);
+}
+
+TEST_F(UserspaceDataPathTest, HeldAnswersSpendTheClientsPuntBucket) {
+  write_policy(kResolverPolicy, policy::Mode::gateway);
+  path_->set_now_ns(kNow);
+  path_->set_punt_config(live_daemon(kNow, /*burst=*/2));
+  ASSERT_EQ(inside(udp4("10.88.1.2", "198.18.0.53", 40202, 53)), kPass);
+  ASSERT_EQ(inside(udp4("10.88.1.3", "198.18.0.53", 40202, 53)), kPass);
+  const Bytes answer = udp4("198.18.0.53", "10.88.1.2", 53, 40202);
+  EXPECT_EQ(outside(answer).action, kActionHoldAnswer);
+  EXPECT_EQ(outside(answer).action, kActionHoldAnswer);
+  EXPECT_EQ(outside(answer), drop(PC_DROP_PUNT_RATE));
+  // The bucket is the client's, not the resolver's: another client's answers are held.
+  EXPECT_EQ(outside(udp4("198.18.0.53", "10.88.1.3", 53, 40202)).action, kActionHoldAnswer);
+}
+
+// pc_bound_names (include/portcullis/bound_names.h): the default allows, and the daemon has bound
+// 198.18.0.10 to a name a deny rule names.
+constexpr const char* kAllowingPolicy = R"(version: 1
+defaults: {action: allow, on_deny: reject}
+rules:
+  - {name: blocked, dst: 198.18.0.10, proto: tcp, ports: [8080], action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)";
+
+pc_bound_key bound_key(const char* address, uint32_t scope) {
+  pc_bound_key key{};
+  const test::Ipv4Address bytes = test::ipv4_address(address);
+  std::memcpy(key.addr.bytes, bytes.data(), bytes.size());
+  key.scope = scope;
+  key.family = PC_FAMILY_IPV4;
+  return key;
+}
+
+class BoundNameDataPathTest : public UserspaceDataPathTest {
+ protected:
+  void SetUp() override {
+    UserspaceDataPathTest::SetUp();
+    write_policy(kAllowingPolicy, policy::Mode::gateway);
+    path_->set_now_ns(kNow);
+    path_->set_punt_config(live_daemon(kNow));
+  }
+  void bind(const char* address, uint32_t scope, uint8_t l4_mask, uint64_t expires_ns) {
+    const pc_bound_name name{.expires_ns = expires_ns, .l4_mask = l4_mask, .pad = {}};
+    path_->set_bound_name(bound_key(address, scope), &name);
+  }
+};
+
+TEST_F(BoundNameDataPathTest, AnAllowedFlowToABoundAddressIsPendingAndHeldFromItsSyn) {
+  bind("198.18.0.10", group_scope(0), PC_L4_TCP, kNow + 60'000'000'000);
+  const Bytes syn = tcp4("10.88.1.2", "198.18.0.10", 40300, 443);
+  EXPECT_EQ(inside(syn).action, kActionPunt);
+  const pc_flow* flow = path_->flow(flow_key("10.88.1.2", 40300, "198.18.0.10", 443, 6));
+  ASSERT_NE(flow, nullptr);
+  EXPECT_EQ(flow->verdict, PC_VERDICT_PENDING);
+  EXPECT_EQ(flow->reason, static_cast<uint32_t>(PC_DROP_BOUND_NAME));
+  EXPECT_EQ(flow->rule_id, PC_RULE_NONE);
+  EXPECT_EQ(flow->held_bytes, syn.size());
+  // Its retransmission waits behind it.
+  EXPECT_EQ(inside(syn).action, kActionPunt);
+  // A binding ending now still holds.
+  bind("198.18.0.10", group_scope(0), PC_L4_TCP, kNow);
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40301, 443)).action, kActionPunt);
+}
+
+TEST_F(BoundNameDataPathTest, ARuleDenyStandsOnABoundAddress) {
+  bind("198.18.0.10", group_scope(0), PC_L4_TCP, kNow + 60'000'000'000);
+  EXPECT_EQ(inside(tcp4("10.88.1.2", "198.18.0.10", 40310, 8080)), reject(PC_DROP_DENIED_BY_RULE));
+}
+
+TEST_F(BoundNameDataPathTest, AnExpiredOtherScopesOrOtherProtocolsEntryLetsTheFlowPass) {
+  const auto passes_allowed = [&](uint16_t sport) {
+    const bool passed = inside(tcp4("10.88.1.2", "198.18.0.10", sport, 443)) == kPass;
+    const pc_flow* flow = path_->flow(flow_key("10.88.1.2", sport, "198.18.0.10", 443, 6));
+    return passed && flow != nullptr && flow->verdict == PC_VERDICT_ALLOW;
+  };
+  EXPECT_TRUE(passes_allowed(40320)) << "no entry";
+  bind("198.18.0.10", group_scope(0), PC_L4_TCP, kNow - 1);
+  EXPECT_TRUE(passes_allowed(40321)) << "expired";
+  bind("198.18.0.10", group_scope(0), PC_L4_UDP, kNow + 60'000'000'000);
+  EXPECT_TRUE(passes_allowed(40322)) << "a UDP deny's entry";
+  path_->set_bound_name(bound_key("198.18.0.10", group_scope(0)), nullptr);
+  bind("198.18.0.10", group_scope(1), PC_L4_TCP, kNow + 60'000'000'000);
+  bind("198.18.0.10", PC_SCOPE_TOP_LEVEL, PC_L4_TCP, kNow + 60'000'000'000);
+  EXPECT_TRUE(passes_allowed(40323)) << "other scopes' entries";
+  EXPECT_EQ(path_->bound_name_count(), 2u);
+  // The UDP entry holds a UDP flow.
+  bind("198.18.0.10", group_scope(0), PC_L4_UDP, kNow + 60'000'000'000);
+  EXPECT_EQ(inside(udp4("10.88.1.2", "198.18.0.10", 40324, 443)).action, kActionPunt);
+  EXPECT_EQ(path_->flow(flow_key("10.88.1.2", 40324, "198.18.0.10", 443, 17))->reason,
+            static_cast<uint32_t>(PC_DROP_BOUND_NAME));
 }
 
 }  // namespace

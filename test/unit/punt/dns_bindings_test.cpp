@@ -3,6 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
 #include "policy/policy_loader.h"
 #include "portcullis/parse.h"
 #include "support/packet_builder.h"
@@ -127,6 +132,113 @@ groups:
                                .udp({.sport = 53, .dport = 40000, .payload = {1, 2, 3}})
                                .frame();
   EXPECT_FALSE(learn_from_answer(bindings, *policy, junk, 0).has_value());
+}
+
+std::shared_ptr<const policy::CompiledPolicy> compile(const std::string& yaml) {
+  policy::LoadResult loaded = policy::load_policy(yaml, "test.yaml");
+  EXPECT_TRUE(loaded.policy.has_value());
+  return policy::compile_policy(std::move(*loaded.policy));
+}
+
+PendingFlowFacts tcp_to(const char* dst, uint16_t port) {
+  PendingFlowFacts facts;
+  facts.src = ip("10.88.1.2");
+  facts.dst = ip(dst);
+  facts.dport = port;
+  return facts;
+}
+
+// A flow held from its SYN (PC_DROP_BOUND_NAME): the daemon decides it before it shows anything.
+FlowIdentity nothing_shown() {
+  FlowIdentity identity;
+  identity.state = FlowIdentity::State::unknown;
+  return identity;
+}
+
+FlowIdentity tls_showing(std::optional<std::string> sni) {
+  FlowIdentity identity;
+  identity.state = FlowIdentity::State::identified;
+  identity.l7 = policy::L7Proto::tls;
+  identity.name = std::move(sni);
+  return identity;
+}
+
+// sandbox (10.88.1.0/24) was told evil.test is 198.18.0.10; 198.18.0.20 is bound to nothing.
+DnsBindings evil_bound() {
+  DnsBindings bindings;
+  bindings.bind(0, {"evil.test"}, ip("198.18.0.10"), 300, 0);
+  return bindings;
+}
+
+TEST(DecideWithBindings, AnL4DenyOfABoundNameDeniesWhatAnAddressRuleOrTheDefaultAllows) {
+  const DnsBindings bindings = evil_bound();
+  for (const char* yaml : {R"(version: 1
+defaults: {action: deny}
+rules:
+  - {name: web, dst: 198.18.0.0/24, proto: tcp, ports: [443]}
+  - {name: no-evil, dst: evil.test, proto: tcp, ports: [443], action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)",
+                           R"(version: 1
+defaults: {action: allow}
+rules:
+  - {name: no-evil, dst: evil.test, proto: tcp, ports: [443], action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)"}) {
+    const auto policy = compile(yaml);
+    const PendingVerdict bound = decide_with_bindings(*policy, policy::Mode::gateway, tcp_to("198.18.0.10", 443),
+                                                      nothing_shown(), bindings, kSecond);
+    EXPECT_FALSE(bound.allow) << yaml;
+    EXPECT_EQ(bound.reason, PC_DROP_DENIED_BY_RULE) << yaml;
+    ASSERT_NE(bound.rule, nullptr) << yaml;
+    EXPECT_EQ(bound.rule->name, "no-evil");
+    EXPECT_TRUE(decide_with_bindings(*policy, policy::Mode::gateway, tcp_to("198.18.0.20", 443), nothing_shown(),
+                                     bindings, kSecond)
+                    .allow)
+        << "an address bound to no name: " << yaml;
+  }
+}
+
+TEST(DecideWithBindings, AFlowShowingANameIsDeniedByAnL4DenyOfANameItsAddressIsBoundTo) {
+  const DnsBindings bindings = evil_bound();
+  const auto l4_deny = compile(R"(version: 1
+defaults: {action: allow}
+rules:
+  - {name: no-evil, dst: evil.test, proto: tcp, ports: [443], action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)");
+  const PendingVerdict denied = decide_with_bindings(*l4_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 443),
+                                                     tls_showing("good.test"), bindings, kSecond);
+  EXPECT_FALSE(denied.allow);
+  EXPECT_EQ(denied.reason, PC_DROP_DENIED_BY_RULE);
+  ASSERT_NE(denied.rule, nullptr);
+  EXPECT_EQ(denied.rule->name, "no-evil");
+  EXPECT_TRUE(decide_with_bindings(*l4_deny, policy::Mode::gateway, tcp_to("198.18.0.20", 443),
+                                   tls_showing("good.test"), bindings, kSecond)
+                  .allow);
+  // A ClientHello without SNI, the same.
+  const PendingVerdict unnamed = decide_with_bindings(*l4_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 443),
+                                                      tls_showing(std::nullopt), bindings, kSecond);
+  EXPECT_FALSE(unnamed.allow);
+  EXPECT_EQ(unnamed.reason, PC_DROP_DENIED_BY_RULE);
+
+  // A deny of the name shown (https) matches only the name the flow shows, whatever its address is bound to.
+  const auto shown_deny = compile(R"(version: 1
+defaults: {action: allow}
+rules:
+  - {name: no-evil, dst: evil.test, proto: https, action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)");
+  EXPECT_TRUE(decide_with_bindings(*shown_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 443),
+                                   tls_showing("good.test"), bindings, kSecond)
+                  .allow);
+  EXPECT_FALSE(decide_with_bindings(*shown_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 443),
+                                    tls_showing("evil.test"), bindings, kSecond)
+                   .allow);
 }
 
 }  // namespace

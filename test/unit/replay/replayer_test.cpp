@@ -9,10 +9,14 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "policy/ip_address.h"
 #include "policy/policy_loader.h"
 #include "replay/capture_reader.h"
+#include "replay/capture_writer.h"
+#include "support/packet_builder.h"
 #include "support/sni_corpus.h"
 
 namespace portcullis::replay {
@@ -204,6 +208,84 @@ TEST(Replayer, ADamagedRecordEndsItsCaptureAndIsReported) {
   replayer.replay((test::corpus_dir() / "suricata-verify/bug-1450-04__tls_DER-incomplete-header.pcap").string());
   ASSERT_EQ(replayer.stats().errors.size(), 1u);
   EXPECT_NE(replayer.stats().errors[0].find("bigger than snaplen"), std::string::npos);
+}
+
+// A capture of frames built here: each stamped `step` after the one before.
+std::string write_capture(const std::string& name, const std::vector<test::Bytes>& frames) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  CaptureWriter writer(path, CaptureWriter::kEthernet);
+  constexpr uint64_t kStart = 1'700'000'000'000'000'000ULL;
+  constexpr uint64_t kStep = 10'000'000;
+  uint64_t stamp = kStart;
+  for (const test::Bytes& frame : frames) {
+    writer.write(frame, stamp);
+    stamp += kStep;
+  }
+  return path;
+}
+
+// The resolver's answer for "evil.test A": 198.18.0.10, TTL 300.
+const test::Bytes kEvilAnswer = {
+    0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,  // header: 1 question, 1 answer
+    0x04, 'e',  'v',  'i',  'l',  0x04, 't',  'e',  's',  't',  0x00, 0x00, 0x01, 0x00, 0x01,  // question
+    0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c, 0x00, 0x04,  // evil.test A, TTL 300, rdlength 4
+    198,  18,   0,    10};
+
+test::Bytes udp(const char* src, const char* dst, uint16_t sport, uint16_t dport, test::Bytes payload) {
+  return test::PacketBuilder()
+      .ipv4({.src = test::ipv4_address(src), .dst = test::ipv4_address(dst)})
+      .udp({.sport = sport, .dport = dport, .payload = std::move(payload)})
+      .frame();
+}
+
+test::Bytes syn(const char* src, const char* dst, uint16_t sport, uint16_t dport) {
+  return test::PacketBuilder()
+      .ipv4({.src = test::ipv4_address(src), .dst = test::ipv4_address(dst)})
+      .tcp({.sport = sport, .dport = dport, .flags = test::kTcpSyn, .seq = 1000})
+      .frame();
+}
+
+TEST(Replayer, AnL4DenyOfANameHoldsAgainstTheDefaultForAddressesAnAnswerBoundToIt) {
+  policy::LoadResult loaded = policy::load_policy(R"(version: 1
+defaults: {action: allow}
+dns: {resolvers: [198.18.0.53], filter_queries: false}
+rules:
+  - {name: no-evil, dst: evil.test, proto: tcp, ports: [443], action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)",
+                                                  "bound.yaml");
+  ASSERT_TRUE(loaded.policy.has_value());
+  const auto policy = policy::compile_policy(std::move(*loaded.policy));
+  const test::Bytes query = udp("10.88.1.2", "198.18.0.53", 40000, 53, {0x12, 0x34, 0x01, 0x00});
+  const test::Bytes answer = udp("198.18.0.53", "10.88.1.2", 53, 40000, kEvilAnswer);
+  const test::Bytes to_evil = syn("10.88.1.2", "198.18.0.10", 40001, 443);
+  const test::Bytes to_other = syn("10.88.1.2", "198.18.0.20", 40002, 443);
+  const auto tcp_flows = [&](const std::string& capture) {
+    Replayer replayer(policy, policy::Mode::gateway);
+    replayer.replay(capture);
+    std::map<std::string, FlowReport> by_dst;
+    for (const FlowReport& flow : replayer.flows()) {
+      if (flow.proto == "tcp") by_dst[flow.dst] = flow;
+    }
+    return by_dst;
+  };
+
+  const std::string answered = write_capture("pc-replay-bound.pcap", {query, answer, to_evil, to_other});
+  std::map<std::string, FlowReport> flows = tcp_flows(answered);
+  ASSERT_EQ(flows.count("198.18.0.10"), 1u);
+  EXPECT_EQ(flows["198.18.0.10"].verdict, "deny");
+  EXPECT_EQ(flows["198.18.0.10"].rule, "no-evil");
+  EXPECT_EQ(flows["198.18.0.10"].reason, "denied-by-rule");
+  EXPECT_EQ(flows["198.18.0.20"].verdict, "allow") << "bound to no name";
+
+  const std::string unanswered = write_capture("pc-replay-unbound.pcap", {query, to_evil, to_other});
+  flows = tcp_flows(unanswered);
+  ASSERT_EQ(flows.count("198.18.0.10"), 1u);
+  EXPECT_EQ(flows["198.18.0.10"].verdict, "allow") << "no answer bound it to evil.test";
+  EXPECT_EQ(flows["198.18.0.10"].reason, "default");
+  std::remove(answered.c_str());
+  std::remove(unanswered.c_str());
 }
 
 }  // namespace
