@@ -104,6 +104,26 @@ expect_match "a query for an allowed name is answered" "$(in_ns client dig +shor
   "^$INET_ALLOWED_V4$"
 expect_match "over TCP too" "$(in_ns client dig +tcp +short +time=2 +tries=1 allowed.test A)" "^$INET_ALLOWED_V4$"
 expect_fail "a TCP query for evil.test is cut" bash -c "ip netns exec '$NS_CLIENT' dig +tcp +time=2 +tries=1 evil.test A | grep -q 'ANSWER SECTION'"
+# A query over TCP in two segments: its length and the start of the message, then, 0.2 s later, the rest (nodelay:
+# each write goes out as it is). The reply in hex; socat's warnings (a reset) in $split_err.
+split_err=$TOPO_LOG_DIR/split_query.err
+tcp_query_split() {  # tcp_query_split FIRST_PART REST (printf formats)
+  # shellcheck disable=SC2059
+  { printf "$1"; sleep 0.2; printf "$2"; sleep 1; } |
+    in_ns client timeout 5 socat -d -t 2 - "TCP:$INET_DNS_V4:53,nodelay" 2>"$split_err" | od -An -tx1 | tr -d ' \n' ||
+    true
+}
+# allowed.test A, ID 0x1234: 30 bytes, cut inside the first label. The answer holds A 198.18.0.10 (c612000a).
+expect_match "a TCP query for allowed.test split across two segments is answered" \
+  "$(tcp_query_split '\x00\x1e\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07all' \
+    'owed\x04test\x00\x00\x01\x00\x01')" "^....1234.*c612000a$"
+# split.evil.test A: 33 bytes, cut the same way.
+expect_eq "a TCP query for split.evil.test split the same way gets no answer" \
+  "$(tcp_query_split '\x00\x21\x12\x35\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05spl' \
+    'it\x04evil\x04test\x00\x00\x01\x00\x01')" ""
+expect_ok "... its connection is reset" grep -qi "reset" "$split_err"
+expect_log "... and it is logged as filtered" '"proto":"tcp"' '"l7":"dns"' '"name":"split.evil.test"' \
+  '"reason":"query-filtered"'
 expect_fail "DNS to another server than the resolvers is refused" \
   bash -c "ip netns exec '$NS_CLIENT' dig @$INET_EVIL_V4 +time=1 +tries=1 allowed.test A | grep -q 'ANSWER SECTION'"
 sleep 0.3

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -28,6 +29,8 @@ constexpr uint32_t kStreamLimit = 20 * 1024;
 constexpr size_t kMaxErrors = 16;
 // A DNS-over-TCP connection's answers are forgotten this long after its last segment.
 constexpr uint64_t kAnswerStreamIdleNs = 30'000'000'000ULL;
+// A DNS-over-TCP connection's queries are forgotten this long after its last segment, when it holds none.
+constexpr uint64_t kQueryStreamIdleNs = 30'000'000'000ULL;
 
 using dataplane::address_of;
 using dataplane::payload_of;
@@ -236,55 +239,144 @@ void PuntHandler::describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now
   flow.deadline_ns = now + static_cast<uint64_t>(timeout_ms) * 1'000'000ULL;
 }
 
-// A DNS query on a flow the data plane has the daemon read (dns.filter_queries): it goes on when some rule of
-// the client's could allow the name it asks for. Otherwise a UDP query is answered NXDOMAIN here and never
-// reaches the resolver; a TCP one, which cannot be answered in its stream from here, resets the connection.
-void PuntHandler::inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held) {
-  const std::span<const uint8_t> frame = held.bytes;
-  const std::span<const uint8_t> payload = payload_of(pkt, frame);
-  const parsers::DnsMessage query = pkt.proto == kUdp
-                                        ? parsers::parse_dns_message(payload, parsers::DnsDirection::query)
-                                        : parsers::parse_dns_tcp_stream(payload, parsers::DnsDirection::query);
+// A DNS query on a flow the data plane has the daemon read (dns.filter_queries): it may go on when some rule of the
+// client's could allow the name it asks for.
+PuntHandler::QueryJudgement PuntHandler::judge_query(std::span<const uint8_t> message,
+                                                     const policy::IpAddress& client) {
+  const parsers::DnsMessage query = parsers::parse_dns_message(message, parsers::DnsDirection::query);
   ++stats_.dns_queries;
-  FlowIdentity identity;
-  identity.state = FlowIdentity::State::identified;
-  identity.l7 = policy::L7Proto::dns;
-  if (query.status != parsers::ParseStatus::found) {
-    identity.state = FlowIdentity::State::malformed;
-    identity.detail = std::string(parsers::to_string(query.reason));
+  QueryJudgement judged;
+  judged.identity.state = FlowIdentity::State::identified;
+  judged.identity.l7 = policy::L7Proto::dns;
+  if (query.status == parsers::ParseStatus::found) {
+    judged.identity.name = query.question.name;
+    judged.go_on = policy_ && policy_->name_could_be_allowed(query.question.name, policy_->group_of(client));
+    judged.reason = judged.go_on ? PC_DROP_NONE : PC_DROP_QUERY_FILTERED;
+  } else {
+    judged.identity.state = FlowIdentity::State::malformed;
+    judged.identity.detail = std::string(parsers::to_string(query.reason));
+    judged.reason = PC_DROP_L7_MALFORMED;
   }
-  count_outcome("dns", identity);
+  count_outcome("dns", judged.identity);
+  if (!judged.go_on) ++stats_.dns_filtered;
+  return judged;
+}
+
+// An inspected flow as the log and a deny see it: described by the client's packet, in its group's scope.
+PuntHandler::PendingFlow PuntHandler::inspected_flow(const pc_packet& pkt) const {
   PendingFlow flow;
   describe(flow, pkt, monotonic_ns());
   const std::optional<size_t> group = policy_ ? policy_->group_of(flow.facts.src) : std::nullopt;
   flow.event.scope = group ? static_cast<uint32_t>(*group + 1) : PC_SCOPE_TOP_LEVEL;
-  if (query.status == parsers::ParseStatus::found) {
-    identity.name = query.question.name;
-    // Over TCP, only a segment that is exactly one whole query (length prefix included) goes on: bytes after
-    // it would be a second query nobody read.
-    const bool whole =
-        pkt.proto == kUdp ||
-        (payload.size() >= 2 && payload.size() == 2 + size_t{static_cast<uint16_t>(payload[0] << 8 | payload[1])});
-    if (whole && policy_ && policy_->name_could_be_allowed(query.question.name, group)) return release(held);
-  }
-  ++stats_.dns_filtered;
-  const uint32_t reason = query.status == parsers::ParseStatus::found ? PC_DROP_QUERY_FILTERED : PC_DROP_L7_MALFORMED;
-  if (pkt.proto == kUdp) {
-    if (query.status == parsers::ParseStatus::found) {
-      const std::optional<std::vector<uint8_t>> nxdomain = parsers::synthesize_nxdomain(payload);
-      std::optional<std::vector<uint8_t>> reply = nxdomain ? udp_reply_to_client(frame, *nxdomain) : std::nullopt;
-      if (reply) {
-        if (std::string problem = reinjector_.deliver(held.ifindex, *reply); !problem.empty()) error(problem);
-      }
+  return flow;
+}
+
+// A UDP query that may not go on is answered NXDOMAIN here and never reaches the resolver.
+void PuntHandler::inspect_udp_query(const pc_packet& pkt, HeldFrame& held) {
+  const std::span<const uint8_t> frame = held.bytes;
+  const std::span<const uint8_t> payload = payload_of(pkt, frame);
+  const QueryJudgement judged = judge_query(payload, address_of(pkt.src, pkt.family));
+  if (judged.go_on) return release(held);
+  if (judged.reason == PC_DROP_QUERY_FILTERED) {
+    const std::optional<std::vector<uint8_t>> nxdomain = parsers::synthesize_nxdomain(payload);
+    std::optional<std::vector<uint8_t>> reply = nxdomain ? udp_reply_to_client(frame, *nxdomain) : std::nullopt;
+    if (reply) {
+      if (std::string problem = reinjector_.deliver(held.ifindex, *reply); !problem.empty()) error(problem);
     }
-    flow.frames.push_back(std::move(held));  // for the log's record of the query
-    log(flow, PC_VERDICT_DENY, reason, PC_RULE_NONE, identity);
+  }
+  PendingFlow flow = inspected_flow(pkt);
+  flow.frames.push_back(std::move(held));  // for the log's record of the query
+  log(flow, PC_VERDICT_DENY, judged.reason, PC_RULE_NONE, judged.identity);
+}
+
+// DNS over TCP: the client's stream is read message by message, whatever segments carry it (DnsTcpQueryStream). A
+// segment goes on once every byte it carries belongs to queries that may go on; until then it is held, and so the
+// server never has a whole query that was not read. The first query that may not go on, or bytes that cannot be
+// read, reset the connection: a query cannot be answered within its stream from here.
+void PuntHandler::inspect_tcp_queries(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held,
+                                      uint64_t flow_first_seen_ns) {
+  const std::optional<uint32_t> seq = tcp_seq(pkt, held.bytes);
+  if (!seq) {
+    ++stats_.malformed;  // and dropped: the client sends it again
     return;
   }
-  // A TCP query is read segment by segment: one split over several (which clients do not do) cannot be
-  // read here, and is refused with the rest, fail closed.
-  flow.frames.push_back(std::move(held));
+  const uint32_t data_seq = (pkt.tcp_flags & PC_TCP_SYN) != 0 ? *seq + 1 : *seq;
+  auto stream = tcp_queries_.find(key);
+  if (stream != tcp_queries_.end() && stream->second.flow_first_seen_ns != flow_first_seen_ns) {
+    // Another connection on the same addresses and ports: what the last one held goes nowhere.
+    stats_.dropped += stream->second.frames.size();
+    stats_.held_bytes -= stream->second.held_bytes;
+    tcp_queries_.erase(stream);
+    stream = tcp_queries_.end();
+  }
+  if (stream == tcp_queries_.end()) stream = tcp_queries_.try_emplace(key, data_seq, pkt, flow_first_seen_ns).first;
+  QueryStream& queries = stream->second;
+  queries.last_ns = monotonic_ns();
+  const uint32_t next_seq = queries.queries.next_seq();
+  const DnsTcpQueryStream::Added added = queries.queries.add(data_seq, payload_of(pkt, held.bytes));
+  if (added.status != DnsTcpQueryStream::Status::read && added.status != DnsTcpQueryStream::Status::out_of_order) {
+    FlowIdentity unread;
+    unread.state = FlowIdentity::State::malformed;
+    unread.l7 = policy::L7Proto::dns;
+    uint32_t reason = PC_DROP_L7_MALFORMED;
+    if (added.status == DnsTcpQueryStream::Status::conflict) {
+      reason = PC_DROP_STREAM_CONFLICT;
+      unread.detail = "overlapping segments differ";
+    } else if (added.status == DnsTcpQueryStream::Status::over_bound) {
+      reason = PC_DROP_HOLD_LIMIT;
+      unread.detail = "queries past the hold bounds";
+    } else {
+      unread.detail = "bytes from before the stream's start";
+    }
+    ++stats_.dns_filtered;
+    return deny_queries(key, std::move(held), reason, unread);
+  }
+  queries.held_bytes += held.bytes.size();
+  stats_.held_bytes += held.bytes.size();
+  queries.frames.emplace_back(added.segment, std::move(held));
+  if (stats_.held_bytes > settings_.total_hold_bytes) {
+    FlowIdentity unread;
+    unread.l7 = policy::L7Proto::dns;
+    ++stats_.dns_filtered;
+    return deny_queries(key, std::nullopt, PC_DROP_HOLD_MEMORY, unread);
+  }
+  const policy::IpAddress client = address_of(pkt.src, pkt.family);
+  for (const std::vector<uint8_t>& message : added.messages) {
+    const QueryJudgement judged = judge_query(message, client);
+    if (!judged.go_on) return deny_queries(key, std::nullopt, judged.reason, judged.identity);
+  }
+  if (added.messages.empty() && queries.queries.next_seq() != next_seq) {
+    FlowIdentity incomplete;  // need_more: the parser waits for the rest of the message
+    incomplete.l7 = policy::L7Proto::dns;
+    count_outcome("dns", incomplete);
+  }
+  for (const uint64_t segment : queries.queries.release()) {
+    const auto frame = std::ranges::find(queries.frames, segment, &std::pair<uint64_t, HeldFrame>::first);
+    release(frame->second);
+    queries.held_bytes -= frame->second.bytes.size();
+    stats_.held_bytes -= frame->second.bytes.size();
+    queries.frames.erase(frame);
+  }
+}
+
+// Refuses a DNS-over-TCP connection: its held frames, in stream order and then `refused` (the frame that could not be
+// read), meet the deny as a pending flow's do, and its stream is forgotten. Frames of it still on their way to the
+// daemon are dropped.
+void PuntHandler::deny_queries(const pc_flow_key& key, std::optional<HeldFrame> refused, uint32_t reason,
+                               const FlowIdentity& identity) {
+  const auto stream = tcp_queries_.find(key);
+  if (stream == tcp_queries_.end()) return;
+  QueryStream& queries = stream->second;
+  PendingFlow flow = inspected_flow(queries.client);
+  for (const uint64_t segment : queries.queries.held()) {
+    const auto frame = std::ranges::find(queries.frames, segment, &std::pair<uint64_t, HeldFrame>::first);
+    flow.frames.push_back(std::move(frame->second));
+  }
+  if (refused) flow.frames.push_back(std::move(*refused));
+  stats_.held_bytes -= queries.held_bytes;
+  tcp_queries_.erase(stream);
   deny(key, flow, reason, identity);
+  decided_[key] = Decided{false, monotonic_ns() + kDecidedMemoryNs};
 }
 
 void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t> frame) {
@@ -307,7 +399,8 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
   if ((pkt.proto == kUdp || pkt.proto == kTcp) && pkt.dport == 53) {
     pc_flow state{};
     if (bpf_map_lookup_elem(flows_fd_, &key, &state) == 0 && state.verdict == PC_VERDICT_INSPECT) {
-      return inspect_query(key, pkt, held);
+      if (pkt.proto == kUdp) return inspect_udp_query(pkt, held);
+      return inspect_tcp_queries(key, pkt, held, state.first_seen_ns);
     }
   }
   if (const auto decided = decided_.find(key); decided != decided_.end() && !pending_in_data_plane(key)) {
@@ -574,6 +667,32 @@ void PuntHandler::tick() {
     stats_.bound_names = bound_names_->size();
   }
   if (now > kAnswerStreamIdleNs) tcp_answers_.expire(now - kAnswerStreamIdleNs);
+  expire_query_streams(now);
+}
+
+// A DNS-over-TCP connection holding a frame for longer than l7_timeout_ms (a query that does not complete, a gap
+// that does not fill) is refused; one that holds nothing is forgotten once idle, and read afresh from its next byte,
+// where its next message starts.
+void PuntHandler::expire_query_streams(uint64_t now) {
+  const uint64_t timeout_ns =
+      static_cast<uint64_t>(policy_ ? policy_->policy().defaults.l7_timeout_ms : 1000) * 1'000'000ULL;
+  std::vector<pc_flow_key> stalled;
+  for (auto stream = tcp_queries_.begin(); stream != tcp_queries_.end();) {
+    const QueryStream& queries = stream->second;
+    const bool idle = queries.frames.empty() && queries.last_ns + kQueryStreamIdleNs <= now;
+    const bool stale = std::ranges::any_of(queries.frames,
+                                           [&](const auto& held) { return held.second.punted_ns + timeout_ns <= now; });
+    if (stale) stalled.push_back(stream->first);
+    stream = idle ? tcp_queries_.erase(stream) : std::next(stream);
+  }
+  for (const pc_flow_key& key : stalled) {
+    FlowIdentity incomplete;
+    incomplete.l7 = policy::L7Proto::dns;
+    incomplete.detail = "no whole query in time";
+    ++stats_.timeouts;
+    ++stats_.dns_filtered;
+    deny_queries(key, std::nullopt, PC_DROP_L7_TIMEOUT, incomplete);
+  }
 }
 
 void PuntHandler::write_config(uint64_t now) {

@@ -3,6 +3,11 @@
 // the flow table and gives the held frames back: released in order after an allow, or the first one sent
 // to meet the deny (so the client gets its reject) and the server reset.
 //
+// Under dns.filter_queries it also reads every query a client sends its resolver: a UDP one as it comes; over TCP
+// message by message across segments (DnsTcpQueryStream), each segment held until every byte it carries belongs to
+// a query that may go on. A query for a name no rule of the client's could allow is answered NXDOMAIN (UDP) or
+// resets its connection (TCP), as one the daemon cannot read does.
+//
 // Bounds, all failing closed: l7_timeout_ms per flow (from its first packet), held bytes per flow and in
 // total. It also keeps the data plane's view of the daemon alive: tick() writes the heartbeat and the
 // bounds the BPF side enforces; without it pending flows are denied as no-daemon.
@@ -17,6 +22,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "dataplane/flow_key_hash.h"
@@ -31,6 +37,7 @@
 #include "portcullis/punt.h"
 #include "punt/bound_names.h"
 #include "punt/dns_bindings.h"
+#include "punt/dns_tcp_queries.h"
 #include "punt/flow_identity.h"
 #include "punt/reinjector.h"
 
@@ -58,8 +65,10 @@ struct PuntStats {
   uint64_t dns_malformed = 0;  // copies from port 53 that were no DNS answer that parses
   uint64_t dns_bindings = 0;   // name-to-address bindings held now
   uint64_t bound_names = 0;    // of their addresses, those in the data plane's pc_bound_names now
-  uint64_t dns_queries = 0;    // queries read (dns.filter_queries)
-  uint64_t dns_filtered = 0;   // ... answered NXDOMAIN (or reset, over TCP) instead of going on
+  uint64_t dns_queries = 0;    // queries read (dns.filter_queries): UDP datagrams, whole messages over TCP
+  // Queries that did not go on: answered NXDOMAIN over UDP; over TCP the connection is reset, also when its stream
+  // cannot be read (overlaps that differ, past the bounds, a query not complete within l7_timeout_ms).
+  uint64_t dns_filtered = 0;
   uint64_t held_bytes = 0;     // now
   uint64_t pending_flows = 0;  // now
   // Time from the data plane punting a flow's first frame to its verdict being installed, in microseconds:
@@ -150,6 +159,24 @@ class PuntHandler {
     uint32_t stream_start = 0;
     uint64_t deadline_ns = 0;
   };
+  // A DNS-over-TCP connection whose queries the daemon reads (dns.filter_queries): the client's stream, and the
+  // frames of it held until every byte they carry was judged.
+  struct QueryStream {
+    QueryStream(uint32_t first_seq, const pc_packet& first, uint64_t first_seen_ns)
+        : queries(first_seq), client(first), flow_first_seen_ns(first_seen_ns) {}
+    DnsTcpQueryStream queries;
+    std::vector<std::pair<uint64_t, HeldFrame>> frames;  // by the stream's segment number, in the order they came
+    size_t held_bytes = 0;
+    pc_packet client;                 // its first frame's addresses and ports, for the log
+    uint64_t flow_first_seen_ns = 0;  // the data plane's flow entry's: another is another connection on these ports
+    uint64_t last_ns = 0;
+  };
+  // What one query showed, and whether it may go on.
+  struct QueryJudgement {
+    bool go_on = false;
+    uint32_t reason = PC_DROP_NONE;  // when it may not: query-filtered, or malformed
+    FlowIdentity identity;
+  };
   struct Decided {
     bool allow = false;
     uint64_t forget_ns = 0;
@@ -166,7 +193,13 @@ class PuntHandler {
   void on_frame(const pc_punt_header& header, std::span<const uint8_t> frame);
   PendingFlow& pending_flow(const pc_flow_key& key, const pc_packet& pkt, uint64_t now);
   void describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now) const;
-  void inspect_query(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held);
+  QueryJudgement judge_query(std::span<const uint8_t> message, const policy::IpAddress& client);
+  PendingFlow inspected_flow(const pc_packet& pkt) const;
+  void inspect_udp_query(const pc_packet& pkt, HeldFrame& held);
+  void inspect_tcp_queries(const pc_flow_key& key, const pc_packet& pkt, HeldFrame& held, uint64_t flow_first_seen_ns);
+  void deny_queries(const pc_flow_key& key, std::optional<HeldFrame> refused, uint32_t reason,
+                    const FlowIdentity& identity);
+  void expire_query_streams(uint64_t now);
   void on_answer(const pc_punt_header& header, std::span<const uint8_t> frame);
   void learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame);
   bool pending_in_data_plane(const pc_flow_key& key);
@@ -204,6 +237,7 @@ class PuntHandler {
   std::unordered_map<pc_flow_key, Decided, KeyHash, KeyEqual> decided_;
   std::unordered_map<pc_flow_key, Draining, KeyHash, KeyEqual> draining_;  // allowed, frames still coming
   DnsTcpAnswers tcp_answers_;
+  std::unordered_map<pc_flow_key, QueryStream, KeyHash, KeyEqual> tcp_queries_;  // DNS over TCP, filter_queries
   PuntStats stats_;
   std::vector<std::string> errors_;  // the last few, for the log
 };

@@ -21,6 +21,7 @@
 #include "portcullis/parse.h"
 #include "punt/bound_names.h"
 #include "punt/dns_bindings.h"
+#include "punt/dns_tcp_queries.h"
 #include "punt/flow_identity.h"
 #include "replay/capture_reader.h"
 
@@ -180,7 +181,9 @@ class Replayer::Capture {
     }
     if (outcome.punted) flow.punted = true;
     const std::optional<pc_flow> state = outcome.punted ? path_.flow(key) : std::nullopt;
-    identify(flow, pkt, frame, state && state->verdict == PC_VERDICT_INSPECT);
+    const bool inspected = state && state->verdict == PC_VERDICT_INSPECT;
+    if (inspected && pkt.proto == kTcp && pkt.dport == PC_DNS_PORT) return read_tcp_queries(key, flow, pkt, frame);
+    identify(flow, pkt, frame, inspected);
     // Held from its SYN for the names its address is bound to, which decide it there (as the daemon does).
     if (state && state->reason == PC_DROP_BOUND_NAME && pkt.proto == kTcp &&
         flow.identity.state == FlowIdentity::State::need_more) {
@@ -224,6 +227,7 @@ class Replayer::Capture {
     bool decided = false;  // ... and got it
     FlowIdentity identity;
     std::optional<parsers::TcpStreamPrefix> stream;
+    std::optional<punt::DnsTcpQueryStream> queries;  // DNS over TCP under dns.filter_queries
     std::unique_ptr<parsers::QuicClientHelloReader> quic;
     bool datagram_seen = false;
     bool conflict = false;  // retransmitted bytes that differ: an evasion attempt
@@ -274,6 +278,55 @@ class Replayer::Capture {
       flow.filtered = true;
       flow.identity.name = query.question.name;
     }
+  }
+
+  // DNS over TCP under dns.filter_queries, read as the daemon reads it: message by message across segments. The first
+  // query for a name no rule of the client's could allow, or bytes that cannot be read, deny the connection.
+  void read_tcp_queries(const pc_flow_key& key, Flow& flow, const pc_packet& pkt, std::span<const uint8_t> frame) {
+    const std::optional<uint32_t> seq = tcp_seq(pkt, frame);
+    if (!seq) return;
+    const uint32_t data_seq = (pkt.tcp_flags & PC_TCP_SYN) != 0 ? *seq + 1 : *seq;
+    if (!flow.queries) flow.queries.emplace(data_seq);
+    const punt::DnsTcpQueryStream::Added added = flow.queries->add(data_seq, payload_of(pkt, frame));
+    uint32_t reason = PC_DROP_NONE;
+    switch (added.status) {
+      case punt::DnsTcpQueryStream::Status::read:
+      case punt::DnsTcpQueryStream::Status::out_of_order:
+        break;
+      case punt::DnsTcpQueryStream::Status::conflict:
+        reason = PC_DROP_STREAM_CONFLICT;
+        break;
+      case punt::DnsTcpQueryStream::Status::over_bound:
+        reason = PC_DROP_HOLD_LIMIT;
+        break;
+      case punt::DnsTcpQueryStream::Status::before_start:
+        reason = PC_DROP_L7_MALFORMED;
+        break;
+    }
+    const std::optional<size_t> group = owner_.policy_->group_of(flow.facts.src);
+    for (const std::vector<uint8_t>& message : added.messages) {
+      if (reason != PC_DROP_NONE) break;
+      const parsers::DnsMessage query = parsers::parse_dns_message(message, parsers::DnsDirection::query);
+      if (query.status != parsers::ParseStatus::found) {
+        reason = PC_DROP_L7_MALFORMED;
+        break;
+      }
+      const bool allowed = owner_.policy_->name_could_be_allowed(query.question.name, group);
+      if (flow.identity.l7 != policy::L7Proto::dns || !allowed) {
+        flow.identity.state = FlowIdentity::State::identified;
+        flow.identity.l7 = policy::L7Proto::dns;
+        flow.identity.name = query.question.name;
+      }
+      if (!allowed) reason = PC_DROP_QUERY_FILTERED;
+    }
+    if (reason == PC_DROP_NONE) {
+      flow.queries->release();
+      return;
+    }
+    flow.queries.reset();
+    if (flow.identity.state == FlowIdentity::State::need_more) flow.identity.state = FlowIdentity::State::malformed;
+    flow.identity.l7 = policy::L7Proto::dns;
+    (void)path_.set_verdict(key, PC_VERDICT_DENY, PC_RULE_NONE, reason);
   }
 
   // Reads what the initiator's packet adds to the flow's start, until the flow is identified.
