@@ -172,12 +172,21 @@ expect_eq "once dig evil.test has bound it, https to the address is refused at o
   "$(in_ns client dig +short +time=2 +tries=1 evil.test A) $(https_evil)" "$INET_EVIL_V4 000"
 expect_log "... by the tcp rule to evil.test" "\"dst\":\"$INET_EVIL_V4\"" '"dport":443' '"verdict":"deny"' \
   '"rule":"no-evil-tls"'
-in_ns client dig +short +time=2 +tries=1 evil.test A >/dev/null
+resolve_evil() { in_ns client dig +short +time=2 +tries=1 evil.test A >/dev/null; }  # dnsmasq's TTL: 0, bound 1 s
+resolve_evil
 expect_fail "udp to it is refused" \
   env TOPO_UDP_TIMEOUT=2 bash -c ". '$src_dir/test/e2e/lib/topology.sh'; TOPO_PREFIX='$TOPO_PREFIX'; topo_udp_roundtrip client $INET_EVIL_V4 123 tock"
+resolve_evil
 expect_ok "ping is refused at once" pc_ping_refused client "$INET_EVIL_V4"
-expect_match "a port no deny rule names is still allowed" \
-  "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_EVIL_V4:22")" "^SSH-2.0"
+resolve_evil
+expect_match "ssh to it is refused once its first bytes show SSH" \
+  "$(printf 'SSH-2.0-OpenSSH_9.2p1\r\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_EVIL_V4:22" 2>&1 || true)" \
+  "^$|reset|refused"
+expect_log "... by the ssh rule to evil.test" "\"dst\":\"$INET_EVIL_V4\"" '"dport":22' '"l7":"ssh"' '"verdict":"deny"' \
+  '"rule":"no-evil-ssh"'
+resolve_evil
+expect_match "other bytes to that port, which no deny rule names, still pass" \
+  "$(printf 'hello\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_EVIL_V4:22")" "^hello"
 expect_eq "allowed.test is not touched" "$(https_get https://allowed.test/)" 200
 sleep 3.5  # max_ttl: 3
 expect_eq "once the binding has expired, the address is allowed again" "$(https_evil)" 200

@@ -427,11 +427,7 @@ void PuntHandler::on_frame(const pc_punt_header& header, std::span<const uint8_t
     pc_flow state{};
     const bool known = bpf_map_lookup_elem(flows_fd_, &key, &state) == 0;
     if (known && state.reason == PC_DROP_AWAITS_EXPECTATION) return decide_expected(key, flow);
-    if (known && state.reason == PC_DROP_BOUND_NAME) {
-      FlowIdentity identity;
-      identity.state = FlowIdentity::State::unknown;
-      return decide(key, flow, identity);
-    }
+    if (known && state.reason == PC_DROP_BOUND_NAME) return decide_at_syn(key, flow);
   }
 
   if (pkt.proto == kUdp && !pkt.is_fragment) {
@@ -513,6 +509,23 @@ void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowId
   draining_[key] = Draining{rule_id, generation_};
   log(flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id, identity);
   forget(key, true);
+}
+
+// A flow the data plane would have allowed, held from its SYN because its address is bound to a name a deny rule
+// names: the names bound to its address decide it now, unless only its first bytes can (a deny of ssh to such a
+// name). Then its SYN goes on and it waits for them as any pending flow does.
+void PuntHandler::decide_at_syn(const pc_flow_key& key, PendingFlow& flow) {
+  if (policy_ && bound_name_deny_needs_first_bytes(*policy_, mode_, flow.facts, bindings_, monotonic_ns())) {
+    install(key, flow, PC_VERDICT_PENDING, PC_DROP_NEEDS_L7, PC_RULE_NONE);
+    for (HeldFrame& held : flow.frames) release(held);
+    stats_.held_bytes -= flow.held_bytes;
+    flow.held_bytes = 0;
+    flow.frames.clear();
+    return;
+  }
+  FlowIdentity identity;
+  identity.state = FlowIdentity::State::unknown;
+  decide(key, flow, identity);
 }
 
 void PuntHandler::decide_expected(const pc_flow_key& key, PendingFlow& flow) {

@@ -208,6 +208,7 @@ class PuntHandler {
   bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
   void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);
   void decide_expected(const pc_flow_key& key, PendingFlow& flow);
+  void decide_at_syn(const pc_flow_key& key, PendingFlow& flow);
   void deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,
             uint32_t rule_id = PC_RULE_NONE);
   void install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id);

@@ -184,10 +184,15 @@ class Replayer::Capture {
     const bool inspected = state && state->verdict == PC_VERDICT_INSPECT;
     if (inspected && pkt.proto == kTcp && pkt.dport == PC_DNS_PORT) return read_tcp_queries(key, flow, pkt, frame);
     identify(flow, pkt, frame, inspected);
-    // Held from its SYN for the names its address is bound to, which decide it there (as the daemon does).
+    // Held from its SYN for the names its address is bound to, which decide it there, or from its first bytes
+    // when only they can (as the daemon does).
     if (state && state->reason == PC_DROP_BOUND_NAME && pkt.proto == kTcp &&
         flow.identity.state == FlowIdentity::State::need_more) {
-      flow.identity.state = FlowIdentity::State::unknown;
+      if (punt::bound_name_deny_needs_first_bytes(*owner_.policy_, owner_.mode_, flow.facts, bindings_, now_)) {
+        path_.set_verdict(key, PC_VERDICT_PENDING, PC_RULE_NONE, PC_DROP_NEEDS_L7);
+      } else {
+        flow.identity.state = FlowIdentity::State::unknown;
+      }
     }
     settle(key, flow);
   }

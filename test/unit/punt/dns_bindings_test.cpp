@@ -201,6 +201,39 @@ groups:
   }
 }
 
+TEST(DecideWithBindings, ADenyOfSshToABoundNameWaitsForTheFlowsFirstBytes) {
+  const DnsBindings bindings = evil_bound();
+  const auto ssh_deny = compile(R"(version: 1
+defaults: {action: allow}
+rules:
+  - {name: no-evil-ssh, dst: evil.test, proto: ssh, action: deny}
+  - {name: no-evil-tcp, dst: evil.test, proto: tcp, ports: [2222], action: deny}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24]}
+)");
+  // At the SYN nothing says SSH: only the first bytes can.
+  EXPECT_TRUE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 22), bindings,
+                                                kSecond));
+  FlowIdentity ssh;
+  ssh.state = FlowIdentity::State::identified;
+  ssh.l7 = policy::L7Proto::ssh;
+  const PendingVerdict denied =
+      decide_with_bindings(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 22), ssh, bindings, kSecond);
+  EXPECT_FALSE(denied.allow);
+  ASSERT_NE(denied.rule, nullptr);
+  EXPECT_EQ(denied.rule->name, "no-evil-ssh");
+  EXPECT_TRUE(decide_with_bindings(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 22), nothing_shown(),
+                                   bindings, kSecond)
+                  .allow)
+      << "other bytes on the port are no SSH";
+  EXPECT_FALSE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 2222),
+                                                 bindings, kSecond))
+      << "a deny of tcp decides at the SYN";
+  EXPECT_FALSE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.20", 22), bindings,
+                                                 kSecond))
+      << "an address bound to no name";
+}
+
 TEST(DecideWithBindings, AFlowShowingANameIsDeniedByAnL4DenyOfANameItsAddressIsBoundTo) {
   const DnsBindings bindings = evil_bound();
   const auto l4_deny = compile(R"(version: 1
