@@ -190,7 +190,14 @@ expect_match "other bytes to that port, which no deny rule names, still pass" \
 expect_eq "allowed.test is not touched" "$(https_get https://allowed.test/)" 200
 sleep 3.5  # max_ttl: 3
 expect_eq "once the binding has expired, the address is allowed again" "$(https_evil)" 200
+# A resolver of the policy that answers with 3 bytes: no DNS message.
+printf '\022\064\201' >"$TOPO_LOG_DIR/broken-answer"
+topo_start inet broken-resolver socat "UDP4-RECVFROM:53,bind=$INET_EVIL_V4,fork" "EXEC:cat $TOPO_LOG_DIR/broken-answer"
+sleep 0.3
+expect_eq "an answer that does not parse is dropped: the client hears nothing" \
+  "$(printf 'query' | in_ns client timeout 3 socat -t 1 - "UDP4:$INET_EVIL_V4:53" | wc -c)" 0
 pc_stop
 expect_match "every answer was held, then sent on" "$(tail -n 1 "$PC_LOG")" '"dns_answers":[1-9].*"answer_hold":\{'
+expect_match "the one that did not parse is counted" "$(tail -n 1 "$PC_LOG")" '"dns_malformed":1,'
 
 report

@@ -162,19 +162,27 @@ bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
 void PuntHandler::on_answer(const pc_punt_header& header, std::span<const uint8_t> frame) {
   // A DNS answer on its way to a client, held: what it binds is installed before the client can read it and
   // open a flow. Then it goes on, whatever it held: the resolver is one the policy allows, and the client's
-  // flows are what the policy judges.
+  // flows are what the policy judges. A datagram that is no answer that parses is dropped (the client asks
+  // again); over TCP a segment goes on all the same, as dropping it would only have it sent again.
   pc_packet answer{};
+  bool goes_on = true;
   if (pc_parse_packet(frame.data(), frame.data() + frame.size(), &answer) != PC_DROP_NONE) {
     ++stats_.dns_malformed;
+    goes_on = false;
   } else if (policy_ && answer.proto == kTcp) {
     learn_from_tcp_answer(answer, frame);
   } else if (policy_) {
     const std::optional<size_t> made = learn_from_message(bindings_, *policy_, payload_of(answer, frame),
                                                           address_of(answer.dst, answer.family), monotonic_ns());
     ++(made ? stats_.dns_answers : stats_.dns_malformed);
+    goes_on = made.has_value();
     stats_.dns_bindings = bindings_.size();
   }
   if (bound_names_) stats_.bound_names = bound_names_->size();
+  if (!goes_on) {
+    ++stats_.dropped;
+    return;
+  }
   std::vector<uint8_t> bytes(frame.begin(), frame.end());
   if (std::string problem =
           reinjector_.pass_answer(header.ifindex, bytes, header.gso_size, header.path == PC_PUNT_ANSWER_EGRESS);

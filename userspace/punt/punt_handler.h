@@ -62,7 +62,7 @@ struct PuntStats {
   uint64_t decided = 0;        // flows decided here
   uint64_t timeouts = 0;       // flows denied for showing nothing in time
   uint64_t dns_answers = 0;    // DNS answers read (each held until what it binds is installed, then sent on)
-  uint64_t dns_malformed = 0;  // copies from port 53 that were no DNS answer that parses
+  uint64_t dns_malformed = 0;  // frames from port 53 that were no DNS answer that parses (dropped over UDP)
   uint64_t dns_bindings = 0;   // name-to-address bindings held now
   uint64_t bound_names = 0;    // of their addresses, those in the data plane's pc_bound_names now
   uint64_t dns_queries = 0;    // queries read (dns.filter_queries): UDP datagrams, whole messages over TCP
