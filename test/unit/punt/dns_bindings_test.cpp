@@ -229,8 +229,8 @@ groups:
   EXPECT_FALSE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 2222),
                                                  bindings, kSecond))
       << "a deny of tcp decides at the SYN";
-  EXPECT_FALSE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.20", 22), bindings,
-                                                 kSecond))
+  EXPECT_FALSE(
+      bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.20", 22), bindings, kSecond))
       << "an address bound to no name";
 }
 
