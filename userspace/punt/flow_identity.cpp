@@ -121,6 +121,23 @@ FlowIdentity identify_quic(const parsers::QuicClientHelloResult& result) {
   return identity;
 }
 
+namespace {
+
+// `flow` as the policy is asked about it, showing `l7` and named `name` (bound to its address unless said otherwise).
+policy::FlowQuery query_of(const PendingFlowFacts& flow, policy::L7Proto l7, std::optional<std::string> name) {
+  policy::FlowQuery query;
+  query.src = flow.src;
+  query.dst = flow.dst;
+  query.proto = flow.proto;
+  query.dport = flow.dport;
+  query.icmp_type = flow.icmp_type;
+  query.l7 = l7;
+  query.name = std::move(name);
+  return query;
+}
+
+}  // namespace
+
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
                                    const PendingFlowFacts& flow, const FlowIdentity& identity, bool name_bound) {
   PendingVerdict verdict;
@@ -140,14 +157,7 @@ PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy:
     if (!verdict.allow) verdict.reason = PC_DROP_QUIC_UNKNOWN_VERSION;
     return verdict;
   }
-  policy::FlowQuery query;
-  query.src = flow.src;
-  query.dst = flow.dst;
-  query.proto = flow.proto;
-  query.dport = flow.dport;
-  query.icmp_type = flow.icmp_type;
-  query.l7 = identity.l7;
-  query.name = identity.name;
+  policy::FlowQuery query = query_of(flow, identity.l7, identity.name);
   // What the flow claims, taken at its word: a deny of the name it shows holds without any binding.
   query.name_bound = true;
   const policy::Decision claimed = policy.evaluate(query, mode);
@@ -213,16 +223,7 @@ std::optional<PendingVerdict> denied_by_bound_names(const policy::CompiledPolicy
                                                     const PendingFlowFacts& flow, const FlowIdentity& identity,
                                                     const std::vector<std::string>& bound_names) {
   for (const std::string& name : bound_names) {
-    policy::FlowQuery query;
-    query.src = flow.src;
-    query.dst = flow.dst;
-    query.proto = flow.proto;
-    query.dport = flow.dport;
-    query.icmp_type = flow.icmp_type;
-    query.l7 = identity.l7;
-    query.name = name;
-    query.name_bound = true;
-    const policy::Decision decision = policy.evaluate(query, mode);
+    const policy::Decision decision = policy.evaluate(query_of(flow, identity.l7, name), mode);
     // Policy order: the first deny of that kind is the one a log names.
     for (const policy::Rule* rule : decision.matched) {
       if (rule->action != policy::Action::deny || policy::proto_matches_shown_name(rule->proto)) continue;
