@@ -162,8 +162,10 @@ expect_match "the daemon read the answers" "$(tail -n 1 "$PC_LOG")" '"dns_answer
 
 echo "== a blocklist: deny rules of L4 protocols to a name hold against what the default allows"
 https_evil() { https_get "https://$INET_EVIL_V4/"; }
-pc_start gw blocklist --policy "$src_dir/test/e2e/policies/dns_blocklist.yaml" --mode gateway \
-  --inside "$GW_INSIDE" --outside "$GW_OUTSIDE"
+# The daemon reads its policy from a file of this run, so SIGHUP can be shown another one.
+blocklist=$TOPO_LOG_DIR/blocklist.yaml
+cp "$src_dir/test/e2e/policies/dns_blocklist.yaml" "$blocklist"
+pc_start gw blocklist --policy "$blocklist" --mode gateway --inside "$GW_INSIDE" --outside "$GW_OUTSIDE"
 expect_eq "evil.test's address, never resolved, is allowed by default" "$(https_evil)" 200
 expect_match "udp to it too" "$(topo_udp_roundtrip client "$INET_EVIL_V4" 123 tick)" "tick"
 expect_ok "and ping" in_ns client ping -c 1 -W 2 "$INET_EVIL_V4"
@@ -172,7 +174,7 @@ expect_eq "once dig evil.test has bound it, https to the address is refused at o
   "$(in_ns client dig +short +time=2 +tries=1 evil.test A) $(https_evil)" "$INET_EVIL_V4 000"
 expect_log "... by the tcp rule to evil.test" "\"dst\":\"$INET_EVIL_V4\"" '"dport":443' '"verdict":"deny"' \
   '"rule":"no-evil-tls"'
-resolve_evil() { in_ns client dig +short +time=2 +tries=1 evil.test A >/dev/null; }  # dnsmasq's TTL: 0, bound 1 s
+resolve_evil() { in_ns client dig +short +time=2 +tries=1 evil.test A >/dev/null; }  # dnsmasq's TTL: 0, bound 2 s
 resolve_evil
 expect_fail "udp to it is refused" \
   env TOPO_UDP_TIMEOUT=2 bash -c ". '$src_dir/test/e2e/lib/topology.sh'; TOPO_PREFIX='$TOPO_PREFIX'; topo_udp_roundtrip client $INET_EVIL_V4 123 tock"
@@ -188,6 +190,15 @@ resolve_evil
 expect_match "other bytes to that port, which no deny rule names, still pass" \
   "$(printf 'hello\n' | in_ns client timeout 5 socat -t 1 - "TCP:$INET_EVIL_V4:22")" "^hello"
 expect_eq "allowed.test is not touched" "$(https_get https://allowed.test/)" 200
+sed '/no-evil/d' "$src_dir/test/e2e/policies/dns_blocklist.yaml" >"$blocklist"
+pc_signal HUP
+expect_ok "a reload without the deny rules" pc_log_line '"event":"reload"' '"ok":true' '"generation":2'
+resolve_evil
+expect_eq "then the address, bound again, is allowed" "$(https_evil)" 200
+cp "$src_dir/test/e2e/policies/dns_blocklist.yaml" "$blocklist"
+pc_signal HUP
+expect_ok "a reload that brings them back" pc_log_line '"event":"reload"' '"ok":true' '"generation":3'
+expect_eq "refuses it at once: the reload marked what the bindings held bind" "$(https_evil)" 000
 sleep 3.5  # max_ttl: 3
 expect_eq "once the binding has expired, the address is allowed again" "$(https_evil)" 200
 # A resolver of the policy that answers with 3 bytes: no DNS message.
