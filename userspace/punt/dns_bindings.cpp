@@ -16,38 +16,39 @@ constexpr uint64_t kNsPerSecond = 1'000'000'000ULL;
 
 }  // namespace
 
-std::string DnsBindings::key_of(std::optional<size_t> group, const std::string& name,
-                                const policy::IpAddress& address) {
-  std::string key = group ? std::to_string(*group) : std::string("-");
-  key += '|';
-  key += name;
-  key += '|';
-  key += address.to_string();
-  return key;
+size_t DnsBindings::OwnerHash::operator()(const Owner& owner) const {
+  return policy::IpAddressHash{}(owner.address) * 31 + owner.scope;
 }
 
-std::string DnsBindings::address_key_of(std::optional<size_t> group, const policy::IpAddress& address) {
-  return (group ? std::to_string(*group) : std::string("-")) + '|' + address.to_string();
+DnsBindings::Owner DnsBindings::owner_of(std::optional<size_t> group, const policy::IpAddress& address) {
+  return Owner{group ? static_cast<uint32_t>(*group + 1) : 0, address};
 }
 
-void DnsBindings::erase(const std::string& key) {
-  const auto it = entries_.find(key);
-  if (it == entries_.end()) return;
-  if (const auto names = by_address_.find(it->second.address_key); names != by_address_.end()) {
-    names->second.erase(it->second.name);
-    if (names->second.empty()) by_address_.erase(names);
+const DnsBindings::Bindings::iterator* DnsBindings::find(const Owner& owner, const std::string& name) const {
+  const auto found = by_owner_.find(owner);
+  if (found == by_owner_.end()) return nullptr;
+  for (const Bindings::iterator& binding : found->second) {
+    if (binding->name == name) return &binding;
   }
-  age_.erase(it->second.age);
-  entries_.erase(it);
+  return nullptr;
+}
+
+void DnsBindings::erase(Bindings::iterator binding) {
+  const auto owner = by_owner_.find(binding->owner);
+  if (owner != by_owner_.end()) {
+    std::erase(owner->second, binding);
+    if (owner->second.empty()) by_owner_.erase(owner);
+  }
+  bindings_.erase(binding);
 }
 
 std::vector<std::string> DnsBindings::names_of(std::optional<size_t> group, const policy::IpAddress& address,
                                                uint64_t now_ns) const {
   std::vector<std::string> names;
-  const auto found = by_address_.find(address_key_of(group, address));
-  if (found == by_address_.end()) return names;
-  for (const std::string& name : found->second) {
-    if (bound(group, name, address, now_ns)) names.push_back(name);
+  const auto found = by_owner_.find(owner_of(group, address));
+  if (found == by_owner_.end()) return names;
+  for (const Bindings::iterator& binding : found->second) {
+    if (binding->expires_ns > now_ns) names.push_back(binding->name);
   }
   return names;
 }
@@ -57,38 +58,40 @@ void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::strin
   const uint32_t seconds = std::clamp(ttl, limits_.min_ttl, std::max(limits_.min_ttl, limits_.max_ttl));
   const uint64_t expires = now_ns + seconds * kNsPerSecond;
   for (const Observer& observer : observers_) observer(group, names, address, ttl, expires);
+  const Owner owner = owner_of(group, address);
   for (const std::string& name : names) {
-    std::string key = key_of(group, name, address);
-    if (const auto it = entries_.find(key); it != entries_.end()) {
-      it->second.expires_ns = std::max(it->second.expires_ns, expires);
-      age_.splice(age_.end(), age_, it->second.age);
+    if (const Bindings::iterator* known = find(owner, name)) {
+      (*known)->expires_ns = std::max((*known)->expires_ns, expires);
+      bindings_.splice(bindings_.end(), bindings_, *known);
       continue;
     }
-    if (entries_.size() >= limits_.max_bindings && !age_.empty()) erase(age_.front());
-    age_.push_back(key);
-    std::string address_key = address_key_of(group, address);
-    by_address_[address_key].insert(name);
-    entries_.emplace(std::move(key),
-                     Entry{expires, std::prev(age_.end()), std::move(address_key), name, group, address});
+    if (bindings_.size() >= limits_.max_bindings && !bindings_.empty()) erase(bindings_.begin());
+    if (limits_.max_bindings == 0) return;
+    bindings_.push_back(Binding{owner, name, expires});
+    by_owner_[owner].push_back(std::prev(bindings_.end()));
   }
 }
 
 bool DnsBindings::bound(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address,
                         uint64_t now_ns) const {
-  const auto it = entries_.find(key_of(group, name, address));
-  return it != entries_.end() && it->second.expires_ns > now_ns;
+  const Bindings::iterator* binding = find(owner_of(group, address), name);
+  return binding != nullptr && (*binding)->expires_ns > now_ns;
 }
 
 void DnsBindings::for_each(const Visitor& visit) const {
-  for (const auto& [key, entry] : entries_) visit(entry.group, entry.name, entry.address, entry.expires_ns);
+  for (const Binding& binding : bindings_) {
+    const std::optional<size_t> group =
+        binding.owner.scope == 0 ? std::nullopt : std::optional<size_t>(binding.owner.scope - 1);
+    visit(group, binding.name, binding.owner.address, binding.expires_ns);
+  }
 }
 
 void DnsBindings::expire(uint64_t now_ns) {
-  std::vector<std::string> expired;
-  for (const auto& [key, entry] : entries_) {
-    if (entry.expires_ns <= now_ns) expired.push_back(key);
+  for (auto binding = bindings_.begin(); binding != bindings_.end();) {
+    const auto next = std::next(binding);
+    if (binding->expires_ns <= now_ns) erase(binding);
+    binding = next;
   }
-  for (const std::string& key : expired) erase(key);
 }
 
 std::optional<size_t> learn_from_answer(DnsBindings& bindings, const policy::CompiledPolicy& policy,

@@ -13,7 +13,6 @@
 #include <span>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "dataplane/flow_key_hash.h"
@@ -54,26 +53,33 @@ class DnsBindings {
   void for_each(const Visitor& visit) const;
   // Forgets the bindings whose time is up.
   void expire(uint64_t now_ns);
-  size_t size() const { return entries_.size(); }
+  size_t size() const { return bindings_.size(); }
 
  private:
-  struct Entry {
-    uint64_t expires_ns = 0;
-    std::list<std::string>::iterator age;  // position in age_, oldest first
-    std::string address_key;               // its entry in by_address_
-    std::string name;
-    std::optional<size_t> group;
+  // A group's address: the bindings of one address are found together, and an address has few names.
+  struct Owner {
+    uint32_t scope = 0;  // group + 1, 0 for none
     policy::IpAddress address;
+    friend bool operator==(const Owner&, const Owner&) = default;
   };
-  static std::string key_of(std::optional<size_t> group, const std::string& name, const policy::IpAddress& address);
-  static std::string address_key_of(std::optional<size_t> group, const policy::IpAddress& address);
-  void erase(const std::string& key);
+  struct OwnerHash {
+    size_t operator()(const Owner& owner) const;
+  };
+  struct Binding {
+    Owner owner;
+    std::string name;
+    uint64_t expires_ns = 0;
+  };
+  using Bindings = std::list<Binding>;  // least recently confirmed first
+  static Owner owner_of(std::optional<size_t> group, const policy::IpAddress& address);
+  // The binding of `name` among `owner`'s, or null.
+  const Bindings::iterator* find(const Owner& owner, const std::string& name) const;
+  void erase(Bindings::iterator binding);
 
   DnsBindingLimits limits_;
   std::vector<Observer> observers_;
-  std::unordered_map<std::string, Entry> entries_;
-  std::list<std::string> age_;
-  std::unordered_map<std::string, std::unordered_set<std::string>> by_address_;  // group|address -> names
+  Bindings bindings_;
+  std::unordered_map<Owner, std::vector<Bindings::iterator>, OwnerHash> by_owner_;
 };
 
 // What a DNS answer in `frame` (an Ethernet frame from port 53, UDP) binds, for the group of the client it goes
