@@ -34,12 +34,10 @@ static __always_inline enum pc_drop_reason pc_parse_skb(struct __sk_buff *skb, s
 static __always_inline int pc_capture_denied(const struct pc_packet *pkt)
 {
 	const struct pc_punt_config *config = pc_state_punt_config();
-	struct pc_punt_bucket *bucket;
 
 	if (!config || !(config->flags & PC_PUNT_CAPTURE_DENIED))
 		return 0;
-	bucket = pc_state_punt_bucket(&pkt->src);
-	return bucket && pc_punt_bucket_take(bucket, config, bpf_ktime_get_ns());
+	return pc_take_punt_token(&pkt->src, config, bpf_ktime_get_ns());
 }
 
 __noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u32 path, __u32 gso);

@@ -256,13 +256,20 @@ static __always_inline struct pc_outcome pc_deny_pending(const struct pc_packet 
 	return pc_refuse(PC_VERDICT_DENY, reason);
 }
 
+/* One token of `owner`'s punt bucket (punt.h), taken at `now`; 0 when there is none. */
+static __always_inline int pc_take_punt_token(const union pc_addr *owner, const struct pc_punt_config *punt, __u64 now)
+{
+	struct pc_punt_bucket *bucket = pc_state_punt_bucket(owner);
+
+	return bucket && pc_punt_bucket_take(bucket, punt, now);
+}
+
 /* A packet of a pending flow from its initiator. The TCP handshake and bare ACKs pass: there is nothing
  * to read in them, and the client must get to send its first bytes. Anything with data, and anything
  * after a held frame (so the daemon can release them in order), is punted and held within the bounds. */
 static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet *pkt, struct pc_flow *flow, __u32 len)
 {
 	const struct pc_punt_config *punt;
-	struct pc_punt_bucket *bucket;
 	struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 	__u64 now;
 
@@ -273,14 +280,13 @@ static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet 
 		return pc_pass();
 	punt = pc_state_punt_config();
 	now = pc_state_now_ns();
-	if (!punt || punt->heartbeat_ns == 0 || now > punt->heartbeat_ns + PC_DAEMON_STALE_NS)
+	if (!pc_daemon_alive(punt, now))
 		return pc_deny_pending(pkt, flow, PC_DROP_NO_DAEMON);
 	if (len > PC_PUNT_MAX_FRAME)
 		return pc_deny_pending(pkt, flow, PC_DROP_PUNT_TOO_LARGE);
 	if (flow->held_bytes + len > punt->flow_hold_bytes)
 		return pc_deny_pending(pkt, flow, PC_DROP_HOLD_LIMIT);
-	bucket = pc_state_punt_bucket(&pkt->src);
-	if (!bucket || !pc_punt_bucket_take(bucket, punt, now))
+	if (!pc_take_punt_token(&pkt->src, punt, now))
 		return pc_deny_pending(pkt, flow, PC_DROP_PUNT_RATE);
 	flow->held_bytes += len;
 	return out;
@@ -564,19 +570,17 @@ static __always_inline struct pc_outcome pc_hold_answer(const struct pc_packet *
 {
 	const struct pc_punt_config *punt = pc_state_punt_config();
 	struct pc_outcome held = {.action = PC_HOLD_ANSWER, .reason = PC_DROP_NONE};
-	struct pc_punt_bucket *bucket;
 	const __u64 now = pc_state_now_ns();
 
 	if (pkt->is_fragment) {
 		pc_remember_first_fragment(pkt, PC_VERDICT_DENY, PC_DROP_ANSWER_FRAGMENTED);
 		return pc_drop(PC_DROP_ANSWER_FRAGMENTED);
 	}
-	if (!punt || punt->heartbeat_ns == 0 || now > punt->heartbeat_ns + PC_DAEMON_STALE_NS)
+	if (!pc_daemon_alive(punt, now))
 		return pc_drop(PC_DROP_NO_DAEMON);
 	if (len > PC_PUNT_MAX_FRAME)
 		return pc_drop(PC_DROP_PUNT_TOO_LARGE);
-	bucket = pc_state_punt_bucket(&pkt->dst);
-	if (!bucket || !pc_punt_bucket_take(bucket, punt, now))
+	if (!pc_take_punt_token(&pkt->dst, punt, now))
 		return pc_drop(PC_DROP_PUNT_RATE);
 	return held;
 }

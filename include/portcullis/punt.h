@@ -93,6 +93,12 @@ struct pc_punt_bucket {
 };
 PC_STATIC_ASSERT(sizeof(struct pc_punt_bucket) == 16, "pc_punt_bucket layout is shared with BPF");
 
+/* Whether the daemon that wrote `config` (null: none did) has given a sign of life by `now`. */
+static __always_inline int pc_daemon_alive(const struct pc_punt_config *config, __u64 now)
+{
+	return config && config->heartbeat_ns != 0 && now <= config->heartbeat_ns + PC_DAEMON_STALE_NS;
+}
+
 /* Takes one token from `bucket` at `now`; returns 0 when there is none. */
 static __always_inline int pc_punt_bucket_take(struct pc_punt_bucket *bucket, const struct pc_punt_config *config,
 					       __u64 now)
