@@ -173,16 +173,18 @@ PendingVerdict decide_with_bindings(const policy::CompiledPolicy& policy, policy
   return decide_by_bound_names(policy, mode, flow, identity, bindings.names_of(group, flow.dst, now_ns));
 }
 
-bool bound_name_deny_needs_first_bytes(const policy::CompiledPolicy& policy, policy::Mode mode,
-                                       const PendingFlowFacts& flow, const DnsBindings& bindings, uint64_t now_ns) {
+std::optional<PendingVerdict> decide_at_syn(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                            const PendingFlowFacts& flow, const DnsBindings& bindings,
+                                            uint64_t now_ns) {
+  const std::vector<std::string> names = bindings.names_of(policy.group_of(flow.src), flow.dst, now_ns);
   FlowIdentity unknown;
   unknown.state = FlowIdentity::State::unknown;
-  if (!decide_with_bindings(policy, mode, flow, unknown, bindings, now_ns).allow) return false;
+  const PendingVerdict verdict = decide_by_bound_names(policy, mode, flow, unknown, names);
   FlowIdentity ssh;
   ssh.state = FlowIdentity::State::identified;
   ssh.l7 = policy::L7Proto::ssh;
-  const std::vector<std::string> names = bindings.names_of(policy.group_of(flow.src), flow.dst, now_ns);
-  return denied_by_bound_names(policy, mode, flow, ssh, names).has_value();
+  if (verdict.allow && denied_by_bound_names(policy, mode, flow, ssh, names)) return std::nullopt;
+  return verdict;
 }
 
 }  // namespace portcullis::punt

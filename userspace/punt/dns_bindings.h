@@ -123,10 +123,11 @@ PendingVerdict decide_with_bindings(const policy::CompiledPolicy& policy, policy
                                     const PendingFlowFacts& flow, const FlowIdentity& identity,
                                     const DnsBindings& bindings, uint64_t now_ns);
 
-// For a TCP flow held from its SYN because its address is bound to a name a deny rule names (PC_DROP_BOUND_NAME):
-// whether the SYN is not enough, because the flow is allowed as it stands but a deny of ssh to one of those names
-// would refuse it once its first bytes show SSH. It is then read as any flow pending its first bytes.
-bool bound_name_deny_needs_first_bytes(const policy::CompiledPolicy& policy, policy::Mode mode,
-                                       const PendingFlowFacts& flow, const DnsBindings& bindings, uint64_t now_ns);
+// The verdict for a TCP flow held from its SYN because its address is bound to a name a deny rule names
+// (PC_DROP_BOUND_NAME), by the names bound to its address; nullopt when the SYN is not enough: the flow is allowed
+// as it stands, but a deny of ssh to one of those names would refuse it once its first bytes show SSH. It is then
+// read as any flow pending its first bytes.
+std::optional<PendingVerdict> decide_at_syn(const policy::CompiledPolicy& policy, policy::Mode mode,
+                                            const PendingFlowFacts& flow, const DnsBindings& bindings, uint64_t now_ns);
 
 }  // namespace portcullis::punt

@@ -157,8 +157,6 @@ bool PuntHandler::pending_in_data_plane(const pc_flow_key& key) {
   return true;
 }
 
-// DNS over TCP: the answer direction's bytes are put back in order, and every whole message in them is read.
-// Bounded: a connection's first 64 KiB of answers, and a connection quiet for 30 s is forgotten.
 void PuntHandler::on_answer(const pc_punt_header& header, std::span<const uint8_t> frame) {
   // A DNS answer on its way to a client, held: what it binds is installed before the client can read it and
   // open a flow. Then it goes on, whatever it held: the resolver is one the policy allows, and the client's
@@ -193,6 +191,8 @@ void PuntHandler::on_answer(const pc_punt_header& header, std::span<const uint8_
   record_elapsed(header.timestamp_ns, stats_.answer_hold_us, stats_.answer_hold_sum_us);
 }
 
+// DNS over TCP: the answer direction's bytes are put back in order, and every whole message in them is read.
+// Bounded: a connection's first 64 KiB of answers, and a connection quiet for 30 s is forgotten.
 void PuntHandler::learn_from_tcp_answer(const pc_packet& pkt, std::span<const uint8_t> frame) {
   const DnsTcpAnswers::Learned learned = tcp_answers_.add(bindings_, *policy_, pkt, frame, monotonic_ns());
   stats_.dns_answers += learned.answers;
@@ -275,7 +275,7 @@ PuntHandler::PendingFlow PuntHandler::inspected_flow(const pc_packet& pkt) const
   PendingFlow flow;
   describe(flow, pkt, monotonic_ns());
   const std::optional<size_t> group = policy_ ? policy_->group_of(flow.facts.src) : std::nullopt;
-  flow.event.scope = group ? static_cast<uint32_t>(*group + 1) : PC_SCOPE_TOP_LEVEL;
+  flow.event.scope = group ? dataplane::group_scope(*group) : PC_SCOPE_TOP_LEVEL;
   return flow;
 }
 
@@ -503,19 +503,29 @@ bool PuntHandler::add_segment(PendingFlow& flow, const pc_packet& pkt, std::span
 
 void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity) {
   if (!policy_) return deny(key, flow, PC_DROP_DENIED_BY_DEFAULT, identity);
-  const PendingVerdict verdict = decide_with_bindings(*policy_, mode_, flow.facts, identity, bindings_, monotonic_ns());
+  apply_verdict(key, flow, identity,
+                decide_with_bindings(*policy_, mode_, flow.facts, identity, bindings_, monotonic_ns()));
+}
+
+void PuntHandler::apply_verdict(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity,
+                                const PendingVerdict& verdict) {
   const uint32_t rule_id =
       verdict.rule != nullptr ? static_cast<uint32_t>(verdict.rule - policy_->rules().data()) : PC_RULE_NONE;
-  const uint32_t scope = verdict.group ? static_cast<uint32_t>(*verdict.group + 1) : PC_SCOPE_TOP_LEVEL;
-  flow.event.scope = scope;
+  flow.event.scope = verdict.group ? dataplane::group_scope(*verdict.group) : PC_SCOPE_TOP_LEVEL;
   if (!verdict.allow) return deny(key, flow, verdict.reason, identity, rule_id);
-  // Held frames go first, in order. Until the ring is drained the data plane queues the flow's later
-  // frames behind them (draining), without the pending bounds: releasing the first frames lets the server
-  // acknowledge them and the client send more, all before the verdict could be read. Then it is allowed.
-  install(key, flow, PC_VERDICT_DRAINING, PC_DROP_NONE, rule_id);
+  allow(key, flow, rule_id, PC_DROP_NONE, identity);
+}
+
+// Held frames go first, in order. Until the ring is drained the data plane queues the flow's later frames behind
+// them (draining), without the pending bounds: releasing the first frames lets the server acknowledge them and the
+// client send more, all before the verdict could be read. Then it is allowed. `reason`: PC_DROP_NONE, or the kind
+// of allow (PC_DROP_EXPECTED).
+void PuntHandler::allow(const pc_flow_key& key, PendingFlow& flow, uint32_t rule_id, uint32_t reason,
+                        const FlowIdentity& identity) {
+  install(key, flow, PC_VERDICT_DRAINING, reason, rule_id);
   for (HeldFrame& held : flow.frames) release(held);
-  draining_[key] = Draining{rule_id, generation_};
-  log(flow, PC_VERDICT_ALLOW, PC_DROP_NONE, rule_id, identity);
+  draining_[key] = Draining{rule_id, generation_, reason};
+  log(flow, PC_VERDICT_ALLOW, reason, rule_id, identity);
   forget(key, true);
 }
 
@@ -523,17 +533,18 @@ void PuntHandler::decide(const pc_flow_key& key, PendingFlow& flow, const FlowId
 // names: the names bound to its address decide it now, unless only its first bytes can (a deny of ssh to such a
 // name). Then its SYN goes on and it waits for them as any pending flow does.
 void PuntHandler::decide_at_syn(const pc_flow_key& key, PendingFlow& flow) {
-  if (policy_ && bound_name_deny_needs_first_bytes(*policy_, mode_, flow.facts, bindings_, monotonic_ns())) {
-    install(key, flow, PC_VERDICT_PENDING, PC_DROP_NEEDS_L7, PC_RULE_NONE);
-    for (HeldFrame& held : flow.frames) release(held);
-    stats_.held_bytes -= flow.held_bytes;
-    flow.held_bytes = 0;
-    flow.frames.clear();
-    return;
-  }
   FlowIdentity identity;
   identity.state = FlowIdentity::State::unknown;
-  decide(key, flow, identity);
+  if (!policy_) return deny(key, flow, PC_DROP_DENIED_BY_DEFAULT, identity);
+  if (const std::optional<PendingVerdict> verdict =
+          punt::decide_at_syn(*policy_, mode_, flow.facts, bindings_, monotonic_ns())) {
+    return apply_verdict(key, flow, identity, *verdict);
+  }
+  install(key, flow, PC_VERDICT_PENDING, PC_DROP_NEEDS_L7, PC_RULE_NONE);
+  for (HeldFrame& held : flow.frames) release(held);
+  stats_.held_bytes -= flow.held_bytes;
+  flow.held_bytes = 0;
+  flow.frames.clear();
 }
 
 void PuntHandler::decide_expected(const pc_flow_key& key, PendingFlow& flow) {
@@ -545,11 +556,7 @@ void PuntHandler::decide_expected(const pc_flow_key& key, PendingFlow& flow) {
       expectation_resolver_ ? expectation_resolver_(flow.facts) : std::nullopt;
   if (!expected) return deny(key, flow, PC_DROP_NO_EXPECTATION, identity);
   flow.event.scope = expected->scope;
-  install(key, flow, PC_VERDICT_DRAINING, PC_DROP_EXPECTED, expected->rule_id);
-  for (HeldFrame& held : flow.frames) release(held);
-  draining_[key] = Draining{expected->rule_id, generation_, PC_DROP_EXPECTED};
-  log(flow, PC_VERDICT_ALLOW, PC_DROP_EXPECTED, expected->rule_id, identity);
-  forget(key, true);
+  allow(key, flow, expected->rule_id, PC_DROP_EXPECTED, identity);
 }
 
 void PuntHandler::deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "dataplane/flow_key_hash.h"
+#include "dataplane/policy_tables.h"
 #include "parsers/quic_initial.h"
 #include "parsers/tcp_stream_prefix.h"
 #include "policy/compiled_policy.h"
@@ -207,8 +208,13 @@ class PuntHandler {
   // Adds a TCP segment to the flow's stream; false on an evasion attempt (bytes that differ on overlap).
   bool add_segment(PendingFlow& flow, const pc_packet& pkt, std::span<const uint8_t> frame);
   void decide(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity);
+  // Installs `verdict`, taken on what the flow showed (`identity`), releases or refuses its held frames, and logs it.
+  void apply_verdict(const pc_flow_key& key, PendingFlow& flow, const FlowIdentity& identity,
+                     const PendingVerdict& verdict);
   void decide_expected(const pc_flow_key& key, PendingFlow& flow);
   void decide_at_syn(const pc_flow_key& key, PendingFlow& flow);
+  void allow(const pc_flow_key& key, PendingFlow& flow, uint32_t rule_id, uint32_t reason,
+             const FlowIdentity& identity);
   void deny(const pc_flow_key& key, PendingFlow& flow, uint32_t reason, const FlowIdentity& identity,
             uint32_t rule_id = PC_RULE_NONE);
   void install(const pc_flow_key& key, const PendingFlow& flow, uint8_t verdict, uint32_t reason, uint32_t rule_id);

@@ -188,10 +188,10 @@ class Replayer::Capture {
     // when only they can (as the daemon does).
     if (state && state->reason == PC_DROP_BOUND_NAME && pkt.proto == kTcp &&
         flow.identity.state == FlowIdentity::State::need_more) {
-      if (punt::bound_name_deny_needs_first_bytes(*owner_.policy_, owner_.mode_, flow.facts, bindings_, now_)) {
-        path_.set_verdict(key, PC_VERDICT_PENDING, PC_RULE_NONE, PC_DROP_NEEDS_L7);
-      } else {
+      if (punt::decide_at_syn(*owner_.policy_, owner_.mode_, flow.facts, bindings_, now_)) {
         flow.identity.state = FlowIdentity::State::unknown;
+      } else {
+        path_.set_verdict(key, PC_VERDICT_PENDING, PC_RULE_NONE, PC_DROP_NEEDS_L7);
       }
     }
     settle(key, flow);

@@ -212,8 +212,7 @@ groups:
   - {name: sandbox, sources: [10.88.1.0/24]}
 )");
   // At the SYN nothing says SSH: only the first bytes can.
-  EXPECT_TRUE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 22), bindings,
-                                                kSecond));
+  EXPECT_FALSE(decide_at_syn(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 22), bindings, kSecond));
   FlowIdentity ssh;
   ssh.state = FlowIdentity::State::identified;
   ssh.l7 = policy::L7Proto::ssh;
@@ -226,11 +225,9 @@ groups:
                                    bindings, kSecond)
                   .allow)
       << "other bytes on the port are no SSH";
-  EXPECT_FALSE(bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 2222),
-                                                 bindings, kSecond))
+  EXPECT_TRUE(decide_at_syn(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.10", 2222), bindings, kSecond))
       << "a deny of tcp decides at the SYN";
-  EXPECT_FALSE(
-      bound_name_deny_needs_first_bytes(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.20", 22), bindings, kSecond))
+  EXPECT_TRUE(decide_at_syn(*ssh_deny, policy::Mode::gateway, tcp_to("198.18.0.20", 22), bindings, kSecond))
       << "an address bound to no name";
 }
 
