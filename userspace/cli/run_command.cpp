@@ -286,8 +286,8 @@ class RunCommand {
     }
     punt_->resolve_expectations([this](const punt::PendingFlowFacts& facts) { return ftp_->resolve(facts); });
     punt_->observe_bindings([this](std::optional<size_t> group, const std::vector<std::string>& names,
-                                   const policy::IpAddress& address, uint32_t ttl,
-                                   uint64_t) { ftp_->on_bound(group, names, address, ttl); });
+                                   const policy::IpAddress& address, uint32_t seconds,
+                                   uint64_t) { ftp_->on_bound(group, names, address, seconds); });
     events_ =
         std::make_unique<dataplane::VerdictEventReader>(objects_->events_map(), [this](const pc_verdict_event& event) {
           flows_.on_verdict(event);
@@ -298,8 +298,11 @@ class RunCommand {
         });
     counters_ = std::make_unique<dataplane::CounterReader>(objects_->counters_map());
     // The open flows a previous daemon left are adopted, and judged by this policy, which may not be its.
-    sync_flows();
-    if (objects_->adopted()) adopted_ = revoke(*compiled, classifier);
+    if (objects_->adopted()) {
+      adopted_ = revoke(*compiled, classifier);  // reads the flow table first
+    } else {
+      sync_flows();
+    }
     if (!options_.control.empty()) {
       control_ = std::make_unique<control::UnixControlServer>(
           options_.control, [this](const std::string& request) { return answer_control(request); });

@@ -73,10 +73,7 @@ std::string ConnectionCutter::delete_conntrack_entry(const pc_verdict_event& eve
   const int result = nfct_query(conntrack_, NFCT_Q_DESTROY, entry);
   const int error = errno;
   nfct_destroy(entry);
-  if (result == 0) {
-    ++conntrack_deleted_;
-    return {};
-  }
+  if (result == 0) return {};
   // Not tracked (no conntrack in this namespace, or the entry timed out): nothing to end.
   if (error == ENOENT) return {};
   return "cannot delete the conntrack entry of " + describe(event) + ": " + std::strerror(error);
@@ -112,7 +109,6 @@ std::string ConnectionCutter::send_probe(const pc_verdict_event& event) {
     sent = ::sendto(fd, packet.data(), packet.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
   }
   if (sent < 0) return "cannot send the reset probe to " + describe(event) + ": " + std::strerror(errno);
-  ++probes_sent_;
   return {};
 }
 

@@ -27,9 +27,6 @@ class ConnectionCutter {
   // Returns what went wrong, or empty. A flow the kernel does not track is no error.
   std::string cut(const TrackedFlow& flow);
 
-  uint64_t conntrack_deleted() const { return conntrack_deleted_; }
-  uint64_t probes_sent() const { return probes_sent_; }
-
  private:
   std::string delete_conntrack_entry(const pc_verdict_event& event);
   std::string send_probe(const pc_verdict_event& event);
@@ -38,8 +35,6 @@ class ConnectionCutter {
   int raw_v4_ = -1;
   int raw_v6_ = -1;
   uint32_t probe_seq_ = 0x9e3779b9;
-  uint64_t conntrack_deleted_ = 0;
-  uint64_t probes_sent_ = 0;
 };
 
 }  // namespace portcullis::conntrack

@@ -213,11 +213,6 @@ FlowTable::SyncResult FlowTable::sync(std::span<const Entry> entries, uint64_t n
     }
     flow.synced = sync;
     flow.data = data;
-    // The verdict the data plane holds now (allowed after draining, revoked, reopened) is the flow's.
-    flow.event.verdict = data.verdict == PC_VERDICT_DRAINING ? PC_VERDICT_ALLOW : data.verdict;
-    flow.event.reason = data.reason;
-    flow.event.rule_id = data.rule_id;
-    flow.event.generation = data.generation;
     const uint64_t timeout_ns = uint64_t{timeout_seconds(timeouts_, flow.state(), key.proto)} * kNsPerSecond;
     if (timeout_ns != 0 && now_ns > data.last_seen_ns && now_ns - data.last_seen_ns > timeout_ns) {
       result.expired.push_back(key);

@@ -90,7 +90,6 @@ class FlowTable {
 
   explicit FlowTable(Timeouts timeouts = {}) : timeouts_(timeouts) {}
   void set_timeouts(const Timeouts& timeouts) { timeouts_ = timeouts; }
-  const Timeouts& timeouts() const { return timeouts_; }
 
   // A flow the data plane decided (or found pending): its verdict event.
   void on_verdict(const pc_verdict_event& event);
@@ -108,7 +107,6 @@ class FlowTable {
   SyncResult sync(std::span<const Entry> entries, uint64_t now_ns);
 
   TrackedFlow* find(const pc_flow_key& key);
-  void erase(const pc_flow_key& key) { flows_.erase(key); }
   size_t size() const { return flows_.size(); }
   std::array<size_t, kFlowStates> count_by_state() const;
 

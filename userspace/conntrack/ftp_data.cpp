@@ -225,10 +225,8 @@ void FtpDataConnections::forget_destroyed(uint64_t now_ns) {
 }
 
 void FtpDataConnections::on_bound(std::optional<size_t> group, const std::vector<std::string>& names,
-                                  const policy::IpAddress& address, uint32_t ttl) {
+                                  const policy::IpAddress& address, uint32_t seconds) {
   if (!policy_) return;
-  const policy::DnsSettings& dns = policy_->policy().dns;
-  const uint32_t seconds = std::clamp(ttl, dns.min_ttl, std::max(dns.min_ttl, dns.max_ttl));
   for (size_t entry = 0; entry < rule_of_entry_.size(); ++entry) {
     const policy::Rule& rule = policy_->rules()[rule_of_entry_[entry]];
     if (rule.group && rule.group != group) continue;

@@ -63,9 +63,10 @@ class FtpDataConnections {
   int fd() const { return listener_ ? listener_->fd() : -1; }
   void on_readable();
 
-  // DNS bound `names` to `address` for `group`: the ftp rules naming one of them take the address.
+  // DNS bound `names` to `address` for `group` for `seconds` (DnsBindings::Observer): the ftp rules naming one of
+  // them take the address for as long.
   void on_bound(std::optional<size_t> group, const std::vector<std::string>& names, const policy::IpAddress& address,
-                uint32_t ttl);
+                uint32_t seconds);
   // A flow was decided: an allowed control connection of an ftp rule makes its client and server FTP peers.
   void on_verdict(const pc_verdict_event& event);
   // The peers of the control connections `flows` holds now; the others are forgotten.

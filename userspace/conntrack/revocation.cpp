@@ -94,8 +94,7 @@ Reevaluation reevaluate(const TrackedFlow& flow, const policy::CompiledPolicy& p
   // The new policy would read the flow's start, which went by before the daemon was asked.
   punt::FlowIdentity unknown;
   unknown.state = punt::FlowIdentity::State::unknown;
-  Reevaluation result = from(
-      policy, punt::decide_by_bound_names(policy, mode, facts, unknown, bindings.names_of(group, facts.dst, now_ns)));
+  Reevaluation result = from(policy, punt::decide_with_bindings(policy, mode, facts, unknown, bindings, now_ns));
   if (!result.allow && flow.adopted) {
     result.allow = true;
     result.unverifiable = true;

@@ -57,7 +57,7 @@ void DnsBindings::bind(std::optional<size_t> group, const std::vector<std::strin
                        const policy::IpAddress& address, uint32_t ttl, uint64_t now_ns) {
   const uint32_t seconds = std::clamp(ttl, limits_.min_ttl, std::max(limits_.min_ttl, limits_.max_ttl));
   const uint64_t expires = now_ns + seconds * kNsPerSecond;
-  for (const Observer& observer : observers_) observer(group, names, address, ttl, expires);
+  for (const Observer& observer : observers_) observer(group, names, address, seconds, expires);
   const Owner owner = owner_of(group, address);
   for (const std::string& name : names) {
     if (const Bindings::iterator* known = find(owner, name)) {

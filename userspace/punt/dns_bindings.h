@@ -33,10 +33,10 @@ class DnsBindings {
  public:
   explicit DnsBindings(DnsBindingLimits limits = {}) : limits_(limits) {}
   void set_limits(DnsBindingLimits limits) { limits_ = limits; }
-  // Told of every binding made, with the answer's TTL (before clamping) and the binding's end (after): what
+  // Told of every binding made, with its life (the answer's TTL clamped to min_ttl..max_ttl) and its end: what
   // else must follow DNS (the FTP helper's address sets, the data plane's bound names) follows it from here.
   using Observer = std::function<void(std::optional<size_t> group, const std::vector<std::string>& names,
-                                      const policy::IpAddress& address, uint32_t ttl, uint64_t expires_ns)>;
+                                      const policy::IpAddress& address, uint32_t seconds, uint64_t expires_ns)>;
   void observe(Observer observer) { observers_.push_back(std::move(observer)); }
 
   // Binds each of `names` (a CNAME chain: the asked name first) to `address` for `ttl` seconds, clamped.
