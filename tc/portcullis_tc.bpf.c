@@ -47,18 +47,17 @@ __noinline __u32 pc_tc_punt(struct __sk_buff *skb, __u32 len, __u32 ifindex, __u
  *
  * A global function: the verifier checks it once, not once for every way the classifier can reach it (the
  * paths through the parser, the classifier and the reject builders multiply otherwise). */
-__noinline int pc_tc_refuse(struct __sk_buff *skb, const struct pc_packet *pkt, __u32 action, __u32 ifindex,
+__noinline int pc_tc_refuse(struct __sk_buff *skb, const struct pc_packet *pkt, __u64 packed, __u32 ifindex,
 			    __u32 egress)
 {
-	const __u32 new_denied = action >> 8;
+	const struct pc_outcome out = pc_outcome_unpack(packed);
 
-	action &= 0xff;
 	if (!skb || !pkt)
 		return TC_ACT_SHOT;
 	/* The packet a new flow was denied at, for --pcap-denied: copied before a reject rewrites it. */
-	if (new_denied && pc_capture_denied(pkt))
+	if (out.new_denied && pc_capture_denied(pkt))
 		pc_tc_punt(skb, skb->len, ifindex, PC_PUNT_DENIED, 0);
-	if (action == PC_REJECT) {
+	if (out.action == PC_REJECT) {
 		if (pc_reject(skb, pkt, ifindex, egress) == 0) {
 			pc_state_count(PC_COUNTER_REJECT_SENT);
 			/* Back where it came from: to the client's interface (gateway), or up the local stack
@@ -78,7 +77,7 @@ static __always_inline int pc_tc_verdict(struct __sk_buff *skb, const struct pc_
 {
 	if (out.action == PC_PASS)
 		return TC_ACT_OK;
-	return pc_tc_refuse(skb, pkt, out.action | ((__u32)out.new_denied << 8), ifindex, egress);
+	return pc_tc_refuse(skb, pkt, pc_outcome_pack(out), ifindex, egress);
 }
 
 /* Copies the frame into the punt ring and holds it: returns PC_DROP_NONE, or why it could not. */
@@ -161,10 +160,16 @@ int portcullis_inside(struct __sk_buff *skb)
 	return pc_tc_verdict(skb, &pkt, out, ifindex, egress);
 }
 
+/* A frame the daemon sent back out of an interface to be turned round into its ingress (punt.h). */
+static __always_inline int pc_turns_round(const struct __sk_buff *skb)
+{
+	return skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK;
+}
+
 SEC("tc")
 int portcullis_reinject(struct __sk_buff *skb)
 {
-	if (skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK)
+	if (pc_turns_round(skb))
 		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	return TC_ACT_OK;
 }
@@ -182,7 +187,7 @@ int portcullis_outside(struct __sk_buff *skb)
 	const int egress = skb->ingress_ifindex != ifindex;
 	const __u32 gso = (skb->gso_segs << 16) | (skb->gso_size & 0xffff);
 
-	if (egress && (skb->mark == PC_REINJECT_MARK || skb->mark == PC_RECLASSIFY_MARK))
+	if (egress && pc_turns_round(skb))
 		return bpf_redirect(ifindex, BPF_F_INGRESS);
 	/* A held DNS answer the daemon released (gateway): portcullis_reinject turned it round at this
 	 * interface's egress, and it goes on as if it had just arrived. */

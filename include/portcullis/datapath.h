@@ -264,6 +264,14 @@ static __always_inline int pc_take_punt_token(const union pc_addr *owner, const 
 	return bucket && pc_punt_bucket_take(bucket, punt, now);
 }
 
+/* Pending flows the daemon decides from their SYN, which is held too: a connection that may be an FTP data
+ * connection (the daemon asks the kernel), and one to an address bound to a name a deny rule names (the daemon
+ * decides it from the names bound there). */
+static __always_inline int pc_held_from_syn(__u32 reason)
+{
+	return reason == PC_DROP_AWAITS_EXPECTATION || reason == PC_DROP_BOUND_NAME;
+}
+
 /* A packet of a pending flow from its initiator. The TCP handshake and bare ACKs pass: there is nothing
  * to read in them, and the client must get to send its first bytes. Anything with data, and anything
  * after a held frame (so the daemon can release them in order), is punted and held within the bounds. */
@@ -273,10 +281,7 @@ static __always_inline struct pc_outcome pc_hold_pending(const struct pc_packet 
 	struct pc_outcome out = {.action = PC_PUNT, .reason = PC_DROP_NEEDS_L7};
 	__u64 now;
 
-	/* A connection that may be an FTP data connection is held from its SYN, and the daemon asks the kernel;
-	 * so is one to an address bound to a name a deny rule names, which the daemon decides from the binding. */
-	if (pkt->proto == 6 && pkt->payload_len == 0 && flow->held_bytes == 0 &&
-	    flow->reason != PC_DROP_AWAITS_EXPECTATION && flow->reason != PC_DROP_BOUND_NAME)
+	if (pkt->proto == 6 && pkt->payload_len == 0 && flow->held_bytes == 0 && !pc_held_from_syn(flow->reason))
 		return pc_pass();
 	punt = pc_state_punt_config();
 	now = pc_state_now_ns();
@@ -322,20 +327,12 @@ static __always_inline void pc_flow_init(struct pc_flow *flow, const struct pc_d
 	flow->initiator = direction;
 }
 
-/* A TCP connection no rule allows may be the data connection an FTP control connection announced: allowed
- * once by its expectation, as the control connection's rule; held for the daemon when it is between FTP peers
- * (the SYN's source the client, its destination the server) and no expectation is here yet. Returns 1 with
- * `decision` changed when FTP decides. */
-static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_decision *decision, __u32 *scope)
+/* A TCP SYN no rule allows that is the data connection an FTP control connection announced: allowed once by its
+ * expectation, as the control connection's rule. Returns 1 with `decision` and `scope` changed when it is. */
+static __always_inline int pc_ftp_expected(const struct pc_packet *pkt, struct pc_decision *decision, __u32 *scope)
 {
-	/* One key at a time: the stack of the new-flow path is near the verifier's 512 bytes. */
-	union {
-		struct pc_expect_key expect;
-		struct pc_ftp_peer_key peer;
-	} keys;
-	struct pc_expect_key *key = &keys.expect;
-	struct pc_ftp_peer_key *peer = &keys.peer;
-	const struct pc_ftp_peer *known;
+	struct pc_expect_key expect_key;
+	struct pc_expect_key *key = &expect_key;
 	struct pc_expect *expect;
 
 	if (pkt->proto != 6 || (pkt->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) != PC_TCP_SYN)
@@ -364,6 +361,23 @@ static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_de
 			return 1;
 		}
 	}
+	return 0;
+}
+
+/* A TCP connection no rule allows may be the data connection an FTP control connection announced: allowed
+ * once by its expectation (pc_ftp_expected); held for the daemon when it is between FTP peers (the SYN's source
+ * the client, its destination the server) and no expectation is here yet. Returns 1 with `decision` changed when
+ * FTP decides. */
+static __always_inline int pc_ftp_data(const struct pc_packet *pkt, struct pc_decision *decision, __u32 *scope)
+{
+	struct pc_ftp_peer_key peer_key;
+	struct pc_ftp_peer_key *peer = &peer_key;
+	const struct pc_ftp_peer *known;
+
+	if (pc_ftp_expected(pkt, decision, scope))
+		return 1;
+	if (pkt->proto != 6 || (pkt->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) != PC_TCP_SYN)
+		return 0;
 	__builtin_memset(peer, 0, sizeof(*peer));
 	peer->client = pkt->src;
 	peer->server = pkt->dst;
@@ -551,7 +565,7 @@ static __always_inline struct pc_outcome pc_expected_inbound(const struct pc_pac
 	struct pc_flow *stored;
 	__u32 scope = PC_SCOPE_TOP_LEVEL;
 
-	if (!pc_ftp_data(pkt, &decision, &scope) || decision.verdict != PC_VERDICT_ALLOW)
+	if (!pc_ftp_expected(pkt, &decision, &scope))
 		return pc_drop(PC_DROP_UNSOLICITED_INBOUND);
 	pc_flow_init(&flow, &decision, scope, config->generation, direction);
 	stored = pc_state_flow_insert(key, &flow);
