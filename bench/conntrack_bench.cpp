@@ -56,10 +56,8 @@ pc_verdict_event event_of_flow(uint32_t i) {
 // last seen a second before kNow (no flow expires).
 FlowTable::Entry entry_of(const pc_verdict_event& event) {
   pc_flow flow{};
-  const pc_flow_key key = conntrack::key_of(event);
   uint8_t direction = 0;
-  pc_flow_key ignored{};
-  pc_flow_key_fill(&ignored, event.family, event.proto, &event.src, event.sport, &event.dst, event.dport, &direction);
+  const pc_flow_key key = conntrack::key_of(event, &direction);
   flow.first_seen_ns = event.timestamp_ns;
   flow.last_seen_ns = kNow - kSecond;
   flow.initiator = direction;

@@ -51,8 +51,7 @@ FlowTable::Entry entry_of(const pc_verdict_event& e, uint64_t last_seen, uint8_t
                           uint64_t packets_in = 0) {
   pc_flow flow{};
   uint8_t direction = 0;
-  pc_flow_key key{};
-  pc_flow_key_fill(&key, e.family, e.proto, &e.src, e.sport, &e.dst, e.proto == kIcmp ? e.sport : e.dport, &direction);
+  const pc_flow_key key = key_of(e, &direction);
   flow.first_seen_ns = e.timestamp_ns;
   flow.last_seen_ns = last_seen;
   flow.initiator = direction;

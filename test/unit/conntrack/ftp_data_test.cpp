@@ -8,6 +8,7 @@
 #include <string>
 
 #include "policy/policy_loader.h"
+#include "support/data_path_scenario.h"
 
 namespace portcullis::conntrack {
 namespace {
@@ -68,13 +69,20 @@ TEST(FtpTableSpec, EveryFtpAllowRuleGetsTheHelperOnItsPortsDestinationsAndGroups
 }
 
 TEST(FtpTableSpec, HostModeAssignsAtOutputAndMasqueradeCoversEveryGroup) {
-  const auto policy = compile(kPolicy);
+  const auto policy = compile(R"(version: 1
+rules:
+  - {name: files, dst: 198.18.0.21, proto: ftp}
+groups:
+  - {name: sandbox, sources: [10.88.1.0/24, "fd88:1::/64"]}
+  - {name: builders, sources: [10.88.2.0/24]}
+)");
   EXPECT_EQ(ftp_table_spec(*policy, policy::Mode::host).hook, nft::TableSpec::Hook::output);
   EXPECT_FALSE(ftp_table_spec(*policy, policy::Mode::host, std::string("eth0")).masquerade_iface.has_value())
       << "NAT is for gateways";
   const nft::TableSpec nat = ftp_table_spec(*policy, policy::Mode::gateway, std::string("out0"));
   EXPECT_EQ(nat.masquerade_iface, "out0");
-  EXPECT_EQ(nat.masquerade_sources.size(), 2u);
+  ASSERT_EQ(nat.masquerade_sources.size(), 3u);
+  EXPECT_EQ(nat.masquerade_sources[2].network.to_string(), "10.88.2.0") << "the second group's too";
 }
 
 TEST(FtpAllowRule, IsAnAllowOfProtoFtp) {
@@ -102,7 +110,8 @@ TEST(ExpectKey, TheControlConnectionsFlowKeyIsTheDataPlanesForEitherDirection) {
   const pc_flow_key forward = flow_key_of(tuple("10.88.1.2", 40000, "198.18.0.21", 21));
   const pc_flow_key reverse = flow_key_of(tuple("198.18.0.21", 21, "10.88.1.2", 40000));
   EXPECT_EQ(std::memcmp(&forward, &reverse, sizeof(forward)), 0);
-  EXPECT_EQ(forward.proto, 6);
+  const pc_flow_key data_plane = test::flow_key("10.88.1.2", 40000, "198.18.0.21", 21, 6);
+  EXPECT_EQ(std::memcmp(&forward, &data_plane, sizeof(forward)), 0) << "the data plane's key of that connection";
 }
 
 TEST(SeenByDataPlane, PassiveAndActiveWithoutNatAreAsAnnounced) {
