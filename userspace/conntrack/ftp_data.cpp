@@ -13,6 +13,9 @@
 namespace portcullis::conntrack {
 namespace {
 
+using dataplane::family_of;
+using dataplane::pc_addr_of;
+
 constexpr uint8_t kTcp = 6;
 constexpr uint64_t kNsPerSecond = 1'000'000'000ULL;
 constexpr size_t kMaxErrors = 16;
@@ -22,16 +25,6 @@ template <typename Key>
 std::vector<uint8_t> bytes_of(const Key& key) {
   const auto* first = reinterpret_cast<const uint8_t*>(&key);
   return {first, first + sizeof(key)};
-}
-
-uint8_t family_of(const policy::IpAddress& address) {
-  return address.family == policy::IpFamily::v6 ? PC_FAMILY_IPV6 : PC_FAMILY_IPV4;
-}
-
-pc_addr pc_addr_of(const policy::IpAddress& address) {
-  pc_addr addr{};
-  std::memcpy(addr.bytes, address.bytes.data(), address.family == policy::IpFamily::v6 ? 16 : 4);
-  return addr;
 }
 
 bool allowed(uint8_t verdict) {

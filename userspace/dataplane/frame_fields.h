@@ -19,6 +19,17 @@ inline policy::IpAddress address_of(const union pc_addr& addr, uint8_t family) {
   return address;
 }
 
+// The inverse: an address as the data plane's keys hold it, and its family.
+inline union pc_addr pc_addr_of(const policy::IpAddress& address) {
+  union pc_addr addr {};
+  std::memcpy(addr.bytes, address.bytes.data(), address.family == policy::IpFamily::v6 ? 16 : 4);
+  return addr;
+}
+
+inline uint8_t family_of(const policy::IpAddress& address) {
+  return address.family == policy::IpFamily::v6 ? PC_FAMILY_IPV6 : PC_FAMILY_IPV4;
+}
+
 // The L4 payload the headers declare, cut to the bytes the frame holds.
 inline std::span<const uint8_t> payload_of(const pc_packet& pkt, std::span<const uint8_t> frame) {
   const size_t end = std::min<size_t>(frame.size(), size_t{pkt.payload_off} + pkt.payload_len);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/frame_fields.h"
 #include "dataplane/policy_tables.h"
 #include "portcullis/packet.h"
 #include "portcullis/policy_maps.h"
@@ -12,21 +13,24 @@ namespace {
 
 pc_bound_key key_of(std::optional<size_t> group, const policy::IpAddress& address) {
   pc_bound_key key{};
-  const bool v6 = address.family == policy::IpFamily::v6;
-  std::memcpy(key.addr.bytes, address.bytes.data(), v6 ? 16 : 4);
+  key.addr = dataplane::pc_addr_of(address);
   key.scope = group ? dataplane::group_scope(*group) : static_cast<uint32_t>(PC_SCOPE_TOP_LEVEL);
-  key.family = v6 ? PC_FAMILY_IPV6 : PC_FAMILY_IPV4;
+  key.family = dataplane::family_of(address);
   return key;
-}
-
-std::string bytes_of(const pc_bound_key& key) {
-  return std::string(reinterpret_cast<const char*>(&key), sizeof(key));
 }
 
 }  // namespace
 
+size_t BoundNameTable::KeyHash::operator()(const pc_bound_key& key) const {
+  return std::hash<std::string_view>{}(std::string_view(reinterpret_cast<const char*>(&key), sizeof(key)));
+}
+
+bool BoundNameTable::KeyEqual::operator()(const pc_bound_key& a, const pc_bound_key& b) const {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;  // NOLINT(bugprone-suspicious-memory-comparison): padding zeroed
+}
+
 void BoundNameTable::set_policy(std::shared_ptr<const policy::CompiledPolicy> policy, const DnsBindings& bindings) {
-  for (const auto& [bytes, entry] : entries_) write(entry.first, nullptr);
+  for (const auto& [key, name] : entries_) write(key, nullptr);
   entries_.clear();
   policy_ = std::move(policy);
   bindings.for_each([this](std::optional<size_t> group, const std::string& name, const policy::IpAddress& address,
@@ -44,8 +48,8 @@ void BoundNameTable::on_bound(std::optional<size_t> group, const std::vector<std
 
 void BoundNameTable::expire(uint64_t now_ns) {
   std::erase_if(entries_, [&](const auto& entry) {
-    if (entry.second.second.expires_ns > now_ns) return false;
-    write(entry.second.first, nullptr);
+    if (entry.second.expires_ns > now_ns) return false;
+    write(entry.first, nullptr);
     return true;
   });
 }
@@ -61,18 +65,17 @@ uint8_t BoundNameTable::denied_protocols(const std::string& name, std::optional<
 
 void BoundNameTable::add(std::optional<size_t> group, const policy::IpAddress& address, uint8_t l4_mask,
                          uint64_t expires_ns) {
-  const pc_bound_key key = key_of(group, address);
-  std::string bytes = bytes_of(key);
   if (capacity_ == 0) return;
-  if (entries_.size() >= capacity_ && !entries_.contains(bytes)) {
+  const pc_bound_key key = key_of(group, address);
+  if (entries_.size() >= capacity_ && !entries_.contains(key)) {
     const auto soonest = std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
-      return a.second.second.expires_ns < b.second.second.expires_ns;
+      return a.second.expires_ns < b.second.expires_ns;
     });
-    write(soonest->second.first, nullptr);
+    write(soonest->first, nullptr);
     entries_.erase(soonest);
   }
-  auto [it, created] = entries_.try_emplace(std::move(bytes), key, pc_bound_name{});
-  pc_bound_name& name = it->second.second;
+  auto [it, created] = entries_.try_emplace(key);
+  pc_bound_name& name = it->second;
   const pc_bound_name before = name;
   // One entry stands for every name bound to the address: it covers all their rules until the last ends.
   name.l4_mask |= l4_mask;

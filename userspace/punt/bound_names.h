@@ -49,7 +49,13 @@ class BoundNameTable {
   Writer writer_;
   size_t capacity_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
-  std::unordered_map<std::string, std::pair<pc_bound_key, pc_bound_name>> entries_;  // by the key's bytes
+  struct KeyHash {
+    size_t operator()(const pc_bound_key& key) const;
+  };
+  struct KeyEqual {
+    bool operator()(const pc_bound_key& a, const pc_bound_key& b) const;
+  };
+  std::unordered_map<pc_bound_key, pc_bound_name, KeyHash, KeyEqual> entries_;
   uint64_t write_errors_ = 0;
 };
 
