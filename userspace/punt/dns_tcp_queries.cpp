@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <utility>
 
+#include "portcullis/drop_reasons.h"
+
 namespace portcullis::punt {
 namespace {
 
@@ -21,6 +23,20 @@ auto at(const std::vector<uint8_t>& bytes, size_t offset) {
 }
 
 }  // namespace
+
+DnsTcpQueryStream::Refusal DnsTcpQueryStream::refusal_of(Status status) {
+  switch (status) {
+    case Status::conflict:
+      return {PC_DROP_STREAM_CONFLICT, "overlapping segments differ"};
+    case Status::over_bound:
+      return {PC_DROP_HOLD_LIMIT, "queries past the hold bounds"};
+    case Status::before_start:
+    case Status::read:
+    case Status::out_of_order:
+      break;
+  }
+  return {PC_DROP_L7_MALFORMED, "bytes from before the stream's start"};
+}
 
 DnsTcpQueryStream::DnsTcpQueryStream(uint32_t first_seq)
     : first_seq_(first_seq), message_start_(first_seq), next_seq_(first_seq) {}

@@ -36,6 +36,14 @@ class DnsTcpQueryStream {
     over_bound,    // would keep more than the bounds allow
   };
 
+  // Why a stream the reader refused (any status but read and out_of_order) is denied: the drop reason, and what
+  // the log says of it.
+  struct Refusal {
+    uint32_t reason;
+    const char* detail;
+  };
+  static Refusal refusal_of(Status status);
+
   struct Added {
     Status status = Status::read;
     // The segment's number, when it is held (read, out_of_order): release() and held() name segments by it.

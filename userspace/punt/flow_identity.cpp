@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "parsers/dns_message.h"
 #include "parsers/http_request.h"
 #include "parsers/ssh_banner.h"
 #include "parsers/tls_client_hello.h"
@@ -137,6 +138,20 @@ policy::FlowQuery query_of(const PendingFlowFacts& flow, policy::L7Proto l7, std
 }
 
 }  // namespace
+
+FlowIdentity identify_dns_query(std::span<const uint8_t> message) {
+  const parsers::DnsMessage query = parsers::parse_dns_message(message, parsers::DnsDirection::query);
+  FlowIdentity identity;
+  identity.state = FlowIdentity::State::identified;
+  identity.l7 = policy::L7Proto::dns;
+  if (query.status == parsers::ParseStatus::found) {
+    identity.name = query.question.name;
+  } else {
+    identity.state = FlowIdentity::State::malformed;
+    identity.detail = std::string(parsers::to_string(query.reason));
+  }
+  return identity;
+}
 
 PendingVerdict decide_pending_flow(const policy::CompiledPolicy& policy, policy::Mode mode,
                                    const PendingFlowFacts& flow, const FlowIdentity& identity, bool name_bound) {

@@ -42,6 +42,8 @@ bool starts_quic_long_header(std::span<const uint8_t> datagram);
 
 // What a QUIC client's datagrams so far show (QuicClientHelloReader's result).
 FlowIdentity identify_quic(const parsers::QuicClientHelloResult& result);
+// What one DNS query (a message, without a TCP length prefix) shows: dns, asking for its name; or malformed.
+FlowIdentity identify_dns_query(std::span<const uint8_t> message);
 
 // The first packet of a pending flow, from its initiator.
 struct PendingFlowFacts {

@@ -251,18 +251,13 @@ void PuntHandler::describe(PendingFlow& flow, const pc_packet& pkt, uint64_t now
 // client's could allow the name it asks for.
 PuntHandler::QueryJudgement PuntHandler::judge_query(std::span<const uint8_t> message,
                                                      const policy::IpAddress& client) {
-  const parsers::DnsMessage query = parsers::parse_dns_message(message, parsers::DnsDirection::query);
   ++stats_.dns_queries;
   QueryJudgement judged;
-  judged.identity.state = FlowIdentity::State::identified;
-  judged.identity.l7 = policy::L7Proto::dns;
-  if (query.status == parsers::ParseStatus::found) {
-    judged.identity.name = query.question.name;
-    judged.go_on = policy_ && policy_->name_could_be_allowed(query.question.name, policy_->group_of(client));
+  judged.identity = identify_dns_query(message);
+  if (judged.identity.name) {
+    judged.go_on = policy_ && policy_->name_could_be_allowed(*judged.identity.name, policy_->group_of(client));
     judged.reason = judged.go_on ? PC_DROP_NONE : PC_DROP_QUERY_FILTERED;
   } else {
-    judged.identity.state = FlowIdentity::State::malformed;
-    judged.identity.detail = std::string(parsers::to_string(query.reason));
     judged.reason = PC_DROP_L7_MALFORMED;
   }
   count_outcome("dns", judged.identity);
@@ -323,21 +318,13 @@ void PuntHandler::inspect_tcp_queries(const pc_flow_key& key, const pc_packet& p
   const uint32_t next_seq = queries.queries.next_seq();
   const DnsTcpQueryStream::Added added = queries.queries.add(data_seq, payload_of(pkt, held.bytes));
   if (added.status != DnsTcpQueryStream::Status::read && added.status != DnsTcpQueryStream::Status::out_of_order) {
+    const DnsTcpQueryStream::Refusal refusal = DnsTcpQueryStream::refusal_of(added.status);
     FlowIdentity unread;
     unread.state = FlowIdentity::State::malformed;
     unread.l7 = policy::L7Proto::dns;
-    uint32_t reason = PC_DROP_L7_MALFORMED;
-    if (added.status == DnsTcpQueryStream::Status::conflict) {
-      reason = PC_DROP_STREAM_CONFLICT;
-      unread.detail = "overlapping segments differ";
-    } else if (added.status == DnsTcpQueryStream::Status::over_bound) {
-      reason = PC_DROP_HOLD_LIMIT;
-      unread.detail = "queries past the hold bounds";
-    } else {
-      unread.detail = "bytes from before the stream's start";
-    }
+    unread.detail = refusal.detail;
     ++stats_.dns_filtered;
-    return deny_queries(key, std::move(held), reason, unread);
+    return deny_queries(key, std::move(held), refusal.reason, unread);
   }
   queries.held_bytes += held.bytes.size();
   stats_.held_bytes += held.bytes.size();

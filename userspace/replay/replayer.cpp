@@ -293,34 +293,22 @@ class Replayer::Capture {
     const uint32_t data_seq = (pkt.tcp_flags & PC_TCP_SYN) != 0 ? *seq + 1 : *seq;
     if (!flow.queries) flow.queries.emplace(data_seq);
     const punt::DnsTcpQueryStream::Added added = flow.queries->add(data_seq, payload_of(pkt, frame));
-    uint32_t reason = PC_DROP_NONE;
-    switch (added.status) {
-      case punt::DnsTcpQueryStream::Status::read:
-      case punt::DnsTcpQueryStream::Status::out_of_order:
-        break;
-      case punt::DnsTcpQueryStream::Status::conflict:
-        reason = PC_DROP_STREAM_CONFLICT;
-        break;
-      case punt::DnsTcpQueryStream::Status::over_bound:
-        reason = PC_DROP_HOLD_LIMIT;
-        break;
-      case punt::DnsTcpQueryStream::Status::before_start:
-        reason = PC_DROP_L7_MALFORMED;
-        break;
-    }
+    const bool readable = added.status == punt::DnsTcpQueryStream::Status::read ||
+                          added.status == punt::DnsTcpQueryStream::Status::out_of_order;
+    uint32_t reason = readable ? PC_DROP_NONE : punt::DnsTcpQueryStream::refusal_of(added.status).reason;
     const std::optional<size_t> group = owner_.policy_->group_of(flow.facts.src);
     for (const std::vector<uint8_t>& message : added.messages) {
       if (reason != PC_DROP_NONE) break;
-      const parsers::DnsMessage query = parsers::parse_dns_message(message, parsers::DnsDirection::query);
-      if (query.status != parsers::ParseStatus::found) {
+      const FlowIdentity query = punt::identify_dns_query(message);
+      if (!query.name) {
         reason = PC_DROP_L7_MALFORMED;
         break;
       }
-      const bool allowed = owner_.policy_->name_could_be_allowed(query.question.name, group);
+      const bool allowed = owner_.policy_->name_could_be_allowed(*query.name, group);
       if (flow.identity.l7 != policy::L7Proto::dns || !allowed) {
         flow.identity.state = FlowIdentity::State::identified;
         flow.identity.l7 = policy::L7Proto::dns;
-        flow.identity.name = query.question.name;
+        flow.identity.name = query.name;
       }
       if (!allowed) reason = PC_DROP_QUERY_FILTERED;
     }
