@@ -242,12 +242,13 @@ void FtpDataConnections::on_verdict(const pc_verdict_event& event) {
   key.client = event.src;
   key.server = event.dst;
   key.family = event.family;
+  if (peers_.contains(bytes_of(key))) return;  // peers already; the next refresh counts their connections
   const pc_ftp_peer value{1, 0};
   if (bpf_map_update_elem(peers_fd_, &key, &value, BPF_ANY) != 0) {
     error(std::string("cannot record FTP peers: ") + std::strerror(errno));
     return;
   }
-  peers_.insert(bytes_of(key));
+  peers_[bytes_of(key)] = value.control_flows;
 }
 
 void FtpDataConnections::refresh_peers(const FlowTable& flows) {
@@ -266,15 +267,20 @@ void FtpDataConnections::refresh_peers(const FlowTable& flows) {
     stored_key = key;
     value.control_flows += 1;
   });
-  for (const std::vector<uint8_t>& id : peers_) {
-    if (now.count(id) != 0) continue;
+  // Only what changed is written: peers gone are deleted, peers new or with another count written.
+  std::erase_if(peers_, [&](const auto& written) {
+    if (now.contains(written.first)) return false;
     pc_ftp_peer_key key{};
-    std::memcpy(&key, id.data(), sizeof(key));
+    std::memcpy(&key, written.first.data(), sizeof(key));
     (void)bpf_map_delete_elem(peers_fd_, &key);
-  }
-  peers_.clear();
+    return true;
+  });
   for (const auto& [id, entry] : now) {
-    if (bpf_map_update_elem(peers_fd_, &entry.first, &entry.second, BPF_ANY) == 0) peers_.insert(id);
+    const auto written = peers_.find(id);
+    if (written != peers_.end() && written->second == entry.second.control_flows) continue;
+    if (bpf_map_update_elem(peers_fd_, &entry.first, &entry.second, BPF_ANY) == 0) {
+      peers_[id] = entry.second.control_flows;
+    }
   }
 }
 

@@ -10,7 +10,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -113,7 +112,7 @@ class FtpDataConnections {
     uint64_t destroyed_ns = 0;  // 0 while the kernel still expects it
   };
   std::map<std::vector<uint8_t>, Mirrored> mirrored_;
-  std::set<std::vector<uint8_t>> peers_;  // pc_ftp_peer_key bytes written
+  std::map<std::vector<uint8_t>, uint32_t> peers_;  // pc_ftp_peer_key bytes written, with the count written
   Stats stats_;
   std::vector<std::string> errors_;
 };
