@@ -13,7 +13,6 @@
 #include "dataplane/table_classifier.h"
 #include "policy/policy_loader.h"
 #include "punt/dns_bindings.h"
-#include "punt/frame_offloads.h"
 
 namespace portcullis::conntrack {
 namespace {
@@ -292,31 +291,6 @@ TEST_F(Reevaluate, AnAdoptedFlowWhoseNameTheNewPolicyNeedsIsLeftAlone) {
   const Reevaluation adopted = judge(flow);
   EXPECT_TRUE(adopted.allow);
   EXPECT_TRUE(adopted.unverifiable);
-}
-
-TEST(TcpAckProbe, IsABareAckWithValidChecksums) {
-  const auto from = *policy::IpAddress::parse("198.18.0.10");
-  const auto to = *policy::IpAddress::parse("10.88.1.2");
-  const std::vector<uint8_t> packet = punt::tcp_ack_probe(from, 9000, to, 40000, 0x01020304);
-  ASSERT_EQ(packet.size(), 40u);
-  const auto sum = [](const uint8_t* p, size_t n, uint64_t start) {
-    for (size_t i = 0; i + 1 < n; i += 2) start += static_cast<uint64_t>(p[i] << 8 | p[i + 1]);
-    while (start >> 16) start = (start & 0xffff) + (start >> 16);
-    return start;
-  };
-  EXPECT_EQ(sum(packet.data(), 20, 0), 0xffffu) << "IPv4 header checksum";
-  const uint64_t pseudo = sum(packet.data() + 12, 8, 0) + 6 + 20;
-  EXPECT_EQ(sum(packet.data() + 20, 20, pseudo), 0xffffu) << "TCP checksum";
-  EXPECT_EQ(packet[9], 6);
-  EXPECT_EQ(packet[20 + 13], PC_TCP_ACK);
-  EXPECT_EQ(packet[20] << 8 | packet[21], 9000);
-  EXPECT_EQ(packet[22] << 8 | packet[23], 40000);
-  const std::vector<uint8_t> v6 = punt::tcp_ack_probe(*policy::IpAddress::parse("2001:db8::10"), 443,
-                                                      *policy::IpAddress::parse("fd88:1::2"), 40000, 7);
-  ASSERT_EQ(v6.size(), 60u);
-  EXPECT_EQ(v6[0] >> 4, 6);
-  const uint64_t pseudo6 = sum(v6.data() + 8, 32, 0) + 6 + 20;
-  EXPECT_EQ(sum(v6.data() + 40, 20, pseudo6), 0xffffu) << "TCP checksum over IPv6";
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "portcullis/packet.h"
 #include "support/packet_builder.h"
 
 namespace portcullis::punt {
@@ -189,6 +190,28 @@ TEST(TcpResetToServer, OnlyForTcp) {
                         .udp({.sport = 5000, .dport = 443, .payload = {1}})
                         .frame();
   EXPECT_FALSE(tcp_reset_to_server(udp).has_value());
+}
+
+// The probe that wakes an idle connection a reload cut (conntrack/connection_cutter.h): a bare ACK from the
+// server's address, its checksums complete.
+TEST(TcpAckProbe, IsABareAckWithValidChecksums) {
+  const auto from = *policy::IpAddress::parse("198.18.0.10");
+  const auto to = *policy::IpAddress::parse("10.88.1.2");
+  const std::vector<uint8_t> packet = tcp_ack_probe(from, 9000, to, 40000, 0x01020304);
+  ASSERT_EQ(packet.size(), 40u);
+  EXPECT_EQ(fold(sum16(packet.data(), 20)), 0xffff) << "IPv4 header checksum";
+  const uint32_t pseudo = sum16(packet.data() + 12, 8) + 6 + 20;
+  EXPECT_EQ(fold(sum16(packet.data() + 20, 20, pseudo)), 0xffff) << "TCP checksum";
+  EXPECT_EQ(packet[9], 6);
+  EXPECT_EQ(packet[20 + 13], PC_TCP_ACK);
+  EXPECT_EQ(packet[20] << 8 | packet[21], 9000);
+  EXPECT_EQ(packet[22] << 8 | packet[23], 40000);
+  const std::vector<uint8_t> v6 =
+      tcp_ack_probe(*policy::IpAddress::parse("2001:db8::10"), 443, *policy::IpAddress::parse("fd88:1::2"), 40000, 7);
+  ASSERT_EQ(v6.size(), 60u);
+  EXPECT_EQ(v6[0] >> 4, 6);
+  const uint32_t pseudo6 = sum16(v6.data() + 8, 32) + 6 + 20;
+  EXPECT_EQ(fold(sum16(v6.data() + 40, 20, pseudo6)), 0xffff) << "TCP checksum over IPv6";
 }
 
 }  // namespace
