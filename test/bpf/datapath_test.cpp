@@ -497,6 +497,22 @@ TEST_F(KernelFtpDataPath, ExpectedPassiveDataConnectionIsAllowedOnceAsItsControl
   EXPECT_EQ(refused->reason, static_cast<uint32_t>(PC_DROP_DENIED_BY_DEFAULT));
 }
 
+TEST_F(KernelFtpDataPath, ARulesDenyStandsOverAnExpectation) {
+  std::string yaml = with_ftp_rule(kDataPathPolicy);
+  yaml.replace(yaml.find("rules:\n"), 7,
+               "rules:\n  - {name: no-50080, dst: 198.18.0.21, proto: tcp, ports: [50080], action: deny}\n");
+  write_policy(yaml, policy::Mode::gateway);
+  const pc_expect_key key = expect_key(kFtpClient, kFtpServer, 50080);
+  expect_connection(key);
+  const Bytes syn = tcp4(kFtpClient, kFtpServer, 40180, 50080);
+  EXPECT_TRUE(is_reset_for(inside(syn), syn));
+  const std::optional<pc_flow> refused = find_flow(flow_key(kFtpClient, 40180, kFtpServer, 50080, test::kProtoTcp));
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->reason, static_cast<uint32_t>(PC_DROP_DENIED_BY_RULE));
+  EXPECT_EQ(rule_name(refused->rule_id), "no-50080");
+  EXPECT_TRUE(expectation_present(key)) << "a deny by rule does not look at expectations";
+}
+
 TEST_F(KernelFtpDataPath, ExpiredExpectationAllowsNothingAndIsDeleted) {
   const pc_expect_key key = expect_key(kFtpClient, kFtpServer, 50010);
   // A second ago: the data plane reads the coarse clock, up to a tick behind CLOCK_MONOTONIC.
