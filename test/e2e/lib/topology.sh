@@ -104,17 +104,15 @@ topo_require() {
 # topo_skip_unless_ready CMD...: an e2e test's first step: exit 77 (skipped, saying why) unless it runs as root
 # and every command exists.
 topo_skip_unless_ready() {
-  local c
+  local missing
   if [ "$(id -u)" -ne 0 ]; then
     echo "SKIP: needs root (network namespaces, BPF, nftables)"
     exit 77
   fi
-  for c in "$@"; do
-    if ! command -v "$c" >/dev/null 2>&1; then
-      echo "SKIP: $c is missing (scripts/setup installs it)"
-      exit 77
-    fi
-  done
+  if ! missing=$(topo_require "$@" 2>&1); then
+    echo "SKIP: ${missing#\[topo\] error: } (scripts/setup installs them)"
+    exit 77
+  fi
 }
 
 # topo_log_dir: make sure $TOPO_LOG_DIR exists (a fresh mktemp directory unless the caller set one).
