@@ -62,29 +62,12 @@ url=ftp://$INET_FTP_V4/file
 
 die() { echo "data_connection.sh: $*" >&2; exit 1; }
 
-# vsftpd as test/e2e/ftp_test.sh runs it: anonymous, passive ports 30000-30004, never from port 20.
-mkdir -p "$work/ftp" "$work/vsftpd-empty"
+# vsftpd as the e2e tests run it: anonymous, passive ports 30000-30004, never from port 20.
+mkdir -p "$work/ftp"
 head -c 4096 /dev/urandom >"$work/ftp/file"
 chmod 555 "$work/ftp"
 chmod 644 "$work/ftp/file"
-cat >"$work/vsftpd.conf" <<EOF
-listen=YES
-listen_address=$INET_FTP_V4
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$work/ftp
-local_enable=NO
-secure_chroot_dir=$work/vsftpd-empty
-seccomp_sandbox=NO
-pasv_enable=YES
-pasv_min_port=30000
-pasv_max_port=30004
-connect_from_port_20=NO
-xferlog_enable=NO
-EOF
-topo_start inet vsftpd vsftpd "$work/vsftpd.conf"
-topo_wait_port inet tcp "$INET_FTP_V4" 21
+topo_serve_ftp "$INET_FTP_V4" "$work/ftp"
 
 nft_helper_table() {  # the "none" configuration's helper assignment, as the nft CLI makes it
   in_ns gw nft add table inet bench

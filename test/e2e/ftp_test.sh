@@ -38,40 +38,18 @@ sock=$TOPO_LOG_DIR/control.sock
 # vsftpd: anonymous download and upload, passive ports 30000-30004; one instance per
 # address family. port_promiscuous lets it follow a PORT to another host: the firewall must stop that.
 ftp_root=$TOPO_LOG_DIR/ftp
-mkdir -p "$ftp_root/incoming" "$TOPO_LOG_DIR/vsftpd-empty"
+mkdir -p "$ftp_root/incoming"
 chmod 555 "$ftp_root"
 chmod 777 "$ftp_root/incoming"
 head -c 3000000 /dev/urandom >"$ftp_root/file.bin"
 chmod 644 "$ftp_root/file.bin"
-serve_ftp() {  # serve_ftp NAME listen-option
-  cat >"$TOPO_LOG_DIR/$1.conf" <<EOF
-$2
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$ftp_root
-write_enable=YES
+# Uploads too; and a PORT may name another host (the kernel's helper, not vsftpd, must refuse it).
+uploads="write_enable=YES
 anon_upload_enable=YES
 anon_umask=022
-local_enable=NO
-secure_chroot_dir=$TOPO_LOG_DIR/vsftpd-empty
-seccomp_sandbox=NO
-pasv_enable=YES
-pasv_min_port=30000
-pasv_max_port=30004
-connect_from_port_20=NO
-port_promiscuous=YES
-xferlog_enable=NO
-EOF
-  topo_start inet "$1" vsftpd "$TOPO_LOG_DIR/$1.conf"
-}
-serve_ftp vsftpd4 "listen=YES
-listen_address=$INET_FTP_V4"
-serve_ftp vsftpd6 "listen=NO
-listen_ipv6=YES
-listen_address6=$INET_FTP_V6"
-topo_wait_port inet tcp "$INET_FTP_V4" 21
-topo_wait_port inet tcp "$INET_FTP_V6" 21
+port_promiscuous=YES"
+topo_serve_ftp "$INET_FTP_V4" "$ftp_root" "$uploads"
+topo_serve_ftp "$INET_FTP_V6" "$ftp_root" "$uploads"
 # Another FTP server no rule allows, and a listener on the FTP server's data range with no control connection.
 topo_serve_tcp_banner inet "$INET_EVIL_V4" 21 "220 another server"
 topo_serve_tcp_echo inet "$INET_FTP_V4" 30009

@@ -37,26 +37,11 @@ topo_start inet dnsmasq dnsmasq --no-daemon --no-resolv --no-hosts --bind-interf
   --log-facility=- --address="/evil.test/$INET_ALLOWED_V4"
 topo_wait_port inet udp "$INET_DNS_V4" 53
 ftp_root=$TOPO_LOG_DIR/ftp
-mkdir -p "$ftp_root" "$TOPO_LOG_DIR/vsftpd-empty"
+mkdir -p "$ftp_root"
 chmod 555 "$ftp_root"
 head -c 1000000 /dev/urandom >"$ftp_root/file.bin"
 chmod 644 "$ftp_root/file.bin"
-cat >"$TOPO_LOG_DIR/vsftpd.conf" <<CONF
-listen=YES
-listen_address=$INET_FTP_V4
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$ftp_root
-local_enable=NO
-secure_chroot_dir=$TOPO_LOG_DIR/vsftpd-empty
-seccomp_sandbox=NO
-pasv_min_port=30000
-pasv_max_port=30004
-connect_from_port_20=NO
-CONF
-topo_start inet vsftpd vsftpd "$TOPO_LOG_DIR/vsftpd.conf"
-topo_wait_port inet tcp "$INET_FTP_V4" 21
+topo_serve_ftp "$INET_FTP_V4" "$ftp_root"
 
 rc=0
 out=$(pc_run_once gw "$PC_PIN_DIR-wrong" --policy "$src_dir/test/e2e/policies/masquerade.yaml" --mode gateway \

@@ -369,6 +369,42 @@ topo_serve_udp_echo() {
   topo_wait_port "$1" udp "$2" "$3"
 }
 
+# topo_serve_ftp ADDR ROOT [CONF-LINES]: vsftpd in inet on ADDR port 21, anonymous, serving ROOT: passive ports
+# 30000-30004, active connections never from port 20 (the kernel's FTP helper and the data plane see plain
+# ephemeral ports). CONF-LINES (newline-separated) add to its configuration, which goes next to the logs. Returns
+# once it listens.
+topo_serve_ftp() {
+  local addr=$1 root=$2 extra=${3:-} conf listen
+  topo_log_dir
+  mkdir -p "$TOPO_LOG_DIR/vsftpd-empty"
+  case $addr in
+    *:*) listen="listen=NO
+listen_ipv6=YES
+listen_address6=$addr" ;;
+    *) listen="listen=YES
+listen_address=$addr" ;;
+  esac
+  conf=$TOPO_LOG_DIR/vsftpd-$addr.conf
+  cat >"$conf" <<CONF
+$listen
+background=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root=$root
+local_enable=NO
+secure_chroot_dir=$TOPO_LOG_DIR/vsftpd-empty
+seccomp_sandbox=NO
+pasv_enable=YES
+pasv_min_port=30000
+pasv_max_port=30004
+connect_from_port_20=NO
+xferlog_enable=NO
+$extra
+CONF
+  topo_start inet "vsftpd-$addr" vsftpd "$conf"
+  topo_wait_port inet tcp "$addr" 21
+}
+
 # topo_serve_tcp_banner ROLE ADDR PORT TEXT: answers every TCP connection with the line TEXT, then closes.
 topo_serve_tcp_banner() {
   local f
