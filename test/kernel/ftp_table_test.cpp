@@ -23,14 +23,16 @@
 #include <string>
 #include <vector>
 
+#include "support/ftp_table_spec.h"
+
 namespace portcullis::nft {
 namespace {
 
-using nlohmann::json;
+using test::cidr;
+using test::gateway_spec;
+using test::group_sources;
 
-policy::Cidr cidr(const char* text) {
-  return *policy::Cidr::parse(text).cidr;
-}
+using nlohmann::json;
 
 policy::IpAddress address(const char* text) {
   return *policy::IpAddress::parse(text);
@@ -93,21 +95,6 @@ std::map<std::string, int64_t> timeouts(const std::string& set) {
     found[element.at("elem").at("val").get<std::string>()] = element.at("elem").at("timeout").get<int64_t>();
   }
   return found;
-}
-
-const std::vector<policy::Cidr> kGroupSources = {cidr("10.88.1.0/24"), cidr("10.88.2.0/24"), cidr("fd88:1::/64")};
-
-// Rule 0 names its servers by address, rule 1 by name.
-TableSpec gateway_spec() {
-  TableSpec spec;
-  spec.hook = TableSpec::Hook::prerouting;
-  spec.ftp_rules = {
-      {"files", {{21, 21}, {2121, 2121}}, {cidr("198.18.0.0/24"), cidr("2001:db8::21")}, false, kGroupSources},
-      {"mirror", {}, {}, true, {}},
-  };
-  spec.masquerade_iface = "eth0";
-  spec.masquerade_sources = kGroupSources;
-  return spec;
 }
 
 TableSpec host_spec() {

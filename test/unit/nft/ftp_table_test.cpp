@@ -11,22 +11,19 @@
 #include <string>
 #include <vector>
 
+#include "support/ftp_table_spec.h"
+
 namespace portcullis::nft {
 namespace {
 
-policy::Cidr cidr(const char* text) {
-  return *policy::Cidr::parse(text).cidr;
-}
+using test::cidr;
+using test::gateway_spec;
+using test::group_sources;
 
 std::string joined(const std::vector<std::string>& messages) {
   std::string text;
   for (const std::string& message : messages) text += message + "\n";
   return text;
-}
-
-size_t count_starting(const std::vector<std::string>& messages, const std::string& prefix) {
-  return static_cast<size_t>(std::count_if(messages.begin(), messages.end(),
-                                           [&](const std::string& message) { return message.rfind(prefix, 0) == 0; }));
 }
 
 std::vector<std::string> starting(const std::vector<std::string>& messages, const std::string& prefix) {
@@ -35,21 +32,6 @@ std::vector<std::string> starting(const std::vector<std::string>& messages, cons
     if (message.rfind(prefix, 0) == 0) found.push_back(message);
   }
   return found;
-}
-
-// A group's sources: two adjacent IPv4 prefixes and an IPv6 one.
-const std::vector<policy::Cidr> kGroupSources = {cidr("10.88.1.0/24"), cidr("10.88.2.0/24"), cidr("fd88:1::/64")};
-
-TableSpec gateway_spec() {
-  TableSpec spec;
-  spec.hook = TableSpec::Hook::prerouting;
-  spec.ftp_rules = {
-      {"files", {{21, 21}, {2121, 2121}}, {cidr("198.18.0.0/24"), cidr("2001:db8::21")}, false, kGroupSources},
-      {"mirror", {}, {}, true, {}},
-  };
-  spec.masquerade_iface = "eth0";
-  spec.masquerade_sources = kGroupSources;
-  return spec;
 }
 
 // nft -f of:
@@ -315,8 +297,8 @@ TEST(FtpTableBatch, ByNameRuleHasEmptyTimeoutSetsOfBothFamilies) {
   EXPECT_EQ(starting(messages, "NEWSET "),
             (std::vector<std::string>{"NEWSET ftp0_v4 portcullis 4", "NEWSET ftp1_dns_v4 portcullis 10",
                                       "NEWSET ftp1_dns_v6 portcullis 10"}));
-  EXPECT_EQ(count_starting(messages, "NEWSETELEM ftp1_dns"), 0u);
-  EXPECT_EQ(count_starting(messages, "NEWRULE"), 3u);
+  EXPECT_EQ(starting(messages, "NEWSETELEM ftp1_dns").size(), 0u);
+  EXPECT_EQ(starting(messages, "NEWRULE").size(), 3u);
 }
 
 TEST(FtpTableBatch, MasqueradeWithoutSourcesIsOneRuleForBothFamilies) {
